@@ -1,0 +1,217 @@
+"""The `tutor` command line: `tutor --subject S <stage> ...`.
+
+Start-up stays light: plugins load only when a command (or --help) needs
+them, and heavy libraries are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import TutorError, UnknownName, ValidationFailed
+from .workspace import Workspace, default_root
+
+
+class TutorGroup(click.Group):
+    """Adds plugin commands on first look-up and turns TutorErrors into one line."""
+
+    _plugin_commands_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not TutorGroup._plugin_commands_added:
+            TutorGroup._plugin_commands_added = True
+            from .plugins import plugin_manager
+
+            plugin_manager().hook.register_commands(cli=self)
+
+    def list_commands(self, ctx):
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        warnings.showwarning = _one_line_warning
+        try:
+            return super().invoke(ctx)
+        except ValidationFailed as err:
+            for problem in err.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"error: {len(err.problems)} problem{'s' if len(err.problems) != 1 else ''}", err=True)
+            ctx.exit(err.exit_code)
+        except TutorError as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+class State:
+    def __init__(self, subject: str | None, workspace: Path):
+        self.subject_name, self.workspace = subject, Workspace(workspace)
+
+    def kit(self):
+        from .registry import get_subject, registry
+
+        if not self.subject_name:
+            raise UnknownName("subject", "(none given: use --subject)", list(registry().subjects))
+        return get_subject(self.subject_name)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=TutorGroup)
+@click.version_option(__version__, prog_name="tutor")
+@click.option("--subject", "-s", envvar="TUTOR_SUBJECT", metavar="NAME", help="The subject to work on, e.g. physics (see `tutor subjects`).")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=default_root, show_default="$TUTOR_WORKSPACE or ./tutor-workspace", help="Where every stage keeps its files.")
+@click.pass_context
+def cli(ctx, subject, workspace):
+    """Turn exam question banks into subject tutor models.
+
+    \b
+    Pipeline: collect -> teach -> diagrams -> dataset -> train -> eval -> ask
+    Start with `tutor subjects`, then `tutor --subject physics types`.
+    """
+    ctx.obj = State(subject, workspace)
+
+
+@cli.command()
+def subjects():
+    """List the installed subjects."""
+    from .registry import registry
+
+    reg = registry()
+    rows = [(s.name, s.title, str(len(reg.types.get(s.name, {}))), s.syllabus) for s in sorted(reg.subjects.values(), key=lambda s: s.name)]
+    _table(["subject", "title", "types", "syllabus"], rows)
+
+
+@cli.command()
+def plugins():
+    """Print the installed plugins as JSON: name, distribution, version, hooks."""
+    from .plugins import DISTRIBUTIONS, plugin_manager
+
+    pm = plugin_manager()
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin()):
+        dist, version = DISTRIBUTIONS.get(name, ("?", "?"))
+        hooks = sorted(impl.name for impl in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "distribution": dist, "version": version, "hooks": hooks})
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.command()
+@pass_state
+def types(state):
+    """Show the subject's question types."""
+    kit = state.kit()
+    rows = [(t.id, t.name, t.level, t.format, str(t.marks or "varies"), t.diagrams + (f" ({', '.join(t.diagram_formats)})" if t.diagram_formats else "")) for t in kit.types.values()]
+    _table(["id", "name", "level", "format", "marks", "diagrams"], rows)
+
+
+@cli.group()
+def bank():
+    """Check and inspect question banks."""
+
+
+@bank.command("validate")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@pass_state
+def bank_validate(state, path):
+    """Check a bank folder or questions file (default: the subject's bundled sample bank).
+
+    Reports every problem as file:line: field: message, and exits 1 if there is any.
+    """
+    from .bank import load_bank
+
+    kit = state.kit()
+    target = path or _bundled_bank(kit)
+    loaded = load_bank(kit, target, require_answers=path is None)
+    click.echo(f"{kit.name}: {target}: ok: {len(loaded.questions)} questions, {len(loaded.answers)} gold answers, {len(loaded.diagrams)} diagrams")
+
+
+@cli.group()
+def prompts():
+    """Render prompt templates."""
+
+
+@prompts.command("render")
+@click.argument("kind")
+@click.option("--question", "question_id", metavar="ID", help="Question id or unique prefix (default: the bank's first question).")
+@click.option("--bank", "bank_path", type=click.Path(path_type=Path), help="Bank to take the question from (default: the bundled sample bank).")
+@click.option("--student-answer", help="For `mark`: the answer to mark (default: the question's gold answer).")
+@click.option("--description", help="For `diagram`: what to draw (default: the first DIAGRAM marker in the question's gold answer).")
+@click.option("--format", "format_name", help="For `diagram`: the diagram format (default: the subject's first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
+@pass_state
+def prompts_render(state, kind, question_id, bank_path, student_answer, description, format_name, as_json):
+    """Print the exact prompt of KIND (answer, explain, set, mark, diagram) for a question."""
+    from .bank import load_bank
+    from .prompts import question_context, render
+
+    kit = state.kit()
+    loaded = load_bank(kit, bank_path or _bundled_bank(kit))
+    question = loaded.question(question_id) if question_id else loaded.questions[0]
+    gold = next(iter(loaded.answers_to(question.id)), None)
+    context = question_context(kit, question, gold)
+    if kind == "mark":
+        context["student_answer"] = student_answer or (gold.text if gold else "")
+    if kind == "set":
+        context["topic"] = question.topic
+        context["examples"] = [q for q in loaded.questions if q.type == question.type]
+    if kind == "diagram":
+        markers = gold.diagrams if gold else []
+        context["description"] = description or (markers[0].description if markers else question.stem)
+        context["format"] = kit.format(format_name or (kit.subject.diagram_formats or ["tikz"])[0])
+    messages = render(kit, kind, state.workspace.template_dirs(kit.name), **context)
+    if as_json:
+        click.echo(json.dumps(messages, indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n\n".join(f"=== {m['role']} ===\n{m['content']}" for m in messages))
+
+
+@cli.group()
+def plugin():
+    """Create subject plugins."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--path", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Where to create tutor-NAME/.")
+def plugin_new(name, parent):
+    """Scaffold a subject plugin package tutor-NAME, ready to `pip install -e`."""
+    from .scaffold import scaffold
+
+    target = scaffold(name, parent)
+    click.echo(f"created {target}\nnext: pip install -e {target} && tutor --subject {name} types")
+
+
+def _bundled_bank(kit) -> Path:
+    if kit.subject.bank is None:
+        raise TutorError(f"subject {kit.name!r} ships no sample bank; give a bank folder or file")
+    return kit.subject.bank
+
+
+def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
+    """A plain aligned table: readable in a terminal, greppable in a pipe."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for row in [headers, ["-" * w for w in widths], *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def main() -> None:
+    cli(prog_name="tutor")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The core's own pieces, registered through the same hooks as any outside plugin."""

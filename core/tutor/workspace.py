@@ -1,0 +1,68 @@
+"""The workspace: where every stage keeps its files, one folder per subject.
+
+  tutor-workspace/
+    tutor.toml          # Config, validated below; later stages add sections
+    templates/          # the user's prompt overrides, for every subject
+    physics/
+      templates/        # the user's prompt overrides for physics only
+      bank/             # questions.jsonl, answers.jsonl, diagrams.jsonl
+      ...               # diagrams, datasets, adapters, reports (later stages)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+
+from .errors import ConfigError
+from .models import Model
+
+CONFIG_FILE = "tutor.toml"
+
+
+class Config(Model):
+    """tutor.toml. Every stage owns one section; unknown keys are errors, so typos surface."""
+
+    templates: Path | None = Field(default=None, description="An extra folder of prompt templates, searched before all others.")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("TUTOR_WORKSPACE") or "tutor-workspace")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    def config(self) -> Config:
+        if not self.config_path.exists():
+            return Config()
+        try:
+            data = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+            return Config.model_validate(data)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{self.config_path}: {err}") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(map(str, first["loc"]))
+            raise ConfigError(f"{self.config_path}: {field}: {first['msg']}") from None
+
+    def subject_dir(self, subject: str) -> Path:
+        return self.root / subject
+
+    def bank_dir(self, subject: str) -> Path:
+        return self.subject_dir(subject) / "bank"
+
+    def template_dirs(self, subject: str) -> list[Path]:
+        """The user's template folders for a subject, most specific first."""
+        configured = self.config().templates
+        dirs = [self.subject_dir(subject) / "templates", self.root / "templates"]
+        return ([self.root / configured] if configured else []) + dirs

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The two commands of the README, on a fresh Debian machine with Python 3.11:
+#   ./run.sh        set everything up, then run the main job on the embedded defaults
+#   ./run.sh test   set everything up, then run the whole test suite
+# Safe to re-run: every step skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")"
+task="${1:-main}"
+VENV="${TUTOR_VENV:-.venv}"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# --- system packages, only where missing -------------------------------------
+missing=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "error: missing system packages: ${missing[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+fi
+
+# --- Python packages: the core, the three subjects, the tutorial's example ----
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+say "installing tutor and its subject plugins into $VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check \
+  -e ".[test]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
+tutor="$VENV/bin/tutor"
+
+case "$task" in
+  test)
+    say "running the test suite"
+    exec "$VENV/bin/pytest"
+    ;;
+  main)
+    say "installed subjects"
+    "$tutor" subjects
+    for subject in physics economics chemistry; do
+      say "$subject: question types"
+      "$tutor" --subject "$subject" types
+      say "$subject: validating the sample bank"
+      "$tutor" --subject "$subject" bank validate
+    done
+    say "physics: the teacher prompt for the first sample question"
+    "$tutor" --subject physics prompts render answer
+    say "done. Next: tutor --help, docs/plugin-guide.md"
+    ;;
+  *)
+    echo "usage: ./run.sh [main|test]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,59 @@
+"""The core's own pieces, which arrive through the same hooks as any plugin."""
+
+import json
+
+import pytest
+
+from tutor.models import Question
+from tutor.registry import registry
+
+
+@pytest.fixture
+def mcq():
+    return Question.model_validate({
+        "subject": "toy", "type": "mcq", "topic": "foundations", "marks": 1, "source": {"name": "t"}, "stem": "Pick one.",
+        "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "key": "C", "mark_scheme": {"points": [{"text": "C"}]},
+    })
+
+
+@pytest.mark.parametrize("reply, chosen", [
+    ("Answer: C", "C"),
+    ("The correct answer is **C**.", "C"),
+    ("A is wrong because ... B is wrong because ...\nAnswer: C", "C"),
+    ("Answer: C. Option D fails because it ignores friction.", "C"),  # an option discussed after the answer
+    ("the answer is a vector quantity, so C is correct", "C"),  # lowercase 'a' is a word, not option A
+    ("C) because the gradient is constant", "C"),
+    ("B", "B"),
+    ("It could be A or B; I cannot tell.", None),
+    ("Answer: E", None),  # not an option of this question
+])
+def test_mcq_evaluator_extracts_the_chosen_option(mcq, reply, chosen):
+    from tutor.default_plugins.evaluators import chosen_option
+
+    assert chosen_option(mcq, reply) == chosen
+    score = registry().evaluators["mcq"].score(mcq, reply)
+    assert (score.marks, score.out_of) == (float(chosen == "C"), 1)
+
+
+def test_mcq_reward_scores_a_batch(mcq):
+    reward = registry().rewards["mcq-correct"]
+    assert reward.task == "answer"
+    assert reward.score([mcq, mcq, mcq], ["Answer: C", "Answer: A", "no idea"]) == [1.0, 0.0, 0.0]
+
+
+def test_jsonl_source_reads_records_with_a_bom(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("\ufeff" + json.dumps({"stem": "x"}) + "\n\n" + json.dumps({"stem": "y"}) + "\n", encoding="utf-8")
+    assert list(registry().sources["jsonl"].fetch(str(path))) == [{"stem": "x"}, {"stem": "y"}]
+
+
+def test_tikz_format_wraps_checks_and_extracts():
+    tikz = registry().formats["tikz"]
+    body = "\\begin{tikzpicture}\\draw (0,0) -- (1,1);\\end{tikzpicture}"
+    document = tikz.document(body)
+    assert document.startswith("\\documentclass[border=4pt]{standalone}") and "\\usepackage{pgfplots}" in document
+    assert document.index("\\begin{document}") < document.index(body) < document.index("\\end{document}")
+    assert tikz.check(body) == []
+    assert tikz.check("\\documentclass{article}\\begin{tikzpicture}\\end{tikzpicture}") == ["a body must not contain \\documentclass or \\begin{document}"]
+    assert tikz.check("\\draw (0,0);") == ["expected a tikzpicture environment"]
+    assert tikz.extract(f"Here you are:\n```latex\n{body}\n```\nHope it helps.") == body

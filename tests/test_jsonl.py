@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from tutor.errors import ValidationFailed
+from tutor.jsonl import append_jsonl, read_jsonl, write_jsonl
+from tutor.models import Diagram
+
+
+def diagram(n):
+    return Diagram(description=f"d{n}", format="tikz", code="c", author="test")
+
+
+def problems(path):
+    with pytest.raises(ValidationFailed) as info:
+        read_jsonl(path, Diagram)
+    return [str(p) for p in info.value.problems]
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [diagram(1), diagram(2)])
+    assert read_jsonl(path, Diagram) == [diagram(1), diagram(2)]
+
+
+def test_every_problem_is_reported_with_file_line_and_field(tmp_path):
+    path = tmp_path / "d.jsonl"
+    good = json.dumps(diagram(1).model_dump())
+    path.write_bytes(
+        good.encode() + b"\n"
+        + b"\n"  # blank lines are allowed
+        + b'{"description": "x", "format": "tikz", "author": "a"}\n'
+        + b"not json\n"
+        + b'{"description": "caf\xe9"}\n'
+        + good.encode() + b"\n"
+        + b"[1, 2]\n"
+    )
+    assert problems(path) == [
+        f"{path}:3: code: Field required",
+        f"{path}:4: not valid JSON: Expecting value at column 1",
+        f"{path}:5: not valid UTF-8 (byte 0xe9 at column 21)",
+        f"{path}:6: id: duplicate id {diagram(1).id!r}, first on line 1",
+        f"{path}:7: expected a JSON object, got list",
+    ]
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    assert problems(path) == [f"{path}: file is empty"]
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [diagram(1)])
+
+    def records():
+        yield diagram(2)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl(path, records())
+    assert read_jsonl(path, Diagram) == [diagram(1)]
+    assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]  # no temp file left behind
+
+
+def test_append(tmp_path):
+    path = tmp_path / "sub" / "d.jsonl"
+    append_jsonl(path, [diagram(1)])
+    append_jsonl(path, [diagram(2)])
+    assert [d.description for d in read_jsonl(path, Diagram)] == ["d1", "d2"]

@@ -1,0 +1,91 @@
+import pytest
+from pydantic import ValidationError
+
+from tutor.models import Diagram, GoldAnswer, Question, QuestionType
+
+
+def question(**changes):
+    data = {
+        "subject": "toy", "type": "short", "topic": "foundations", "marks": 3, "source": {"name": "test"},
+        "stem": "A stem.",
+        "parts": [{"label": "a", "text": "First.", "marks": 1}, {"label": "b", "text": "Second.", "marks": 2}],
+        "mark_scheme": {"points": [{"part": "a", "text": "p1"}, {"part": "b", "text": "p2", "marks": 2}]},
+    }
+    data.update(changes)
+    return data
+
+
+def errors(data, model=Question):
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(data)
+    return " | ".join(e["msg"] for e in info.value.errors())
+
+
+def test_id_is_derived_from_content_and_stable():
+    first = Question.model_validate(question())
+    again = Question.model_validate(question(stem="  A   stem. "))  # whitespace does not matter
+    changed = Question.model_validate(question(stem="Another stem."))
+    assert len(first.id) == 16 and first.id == again.id != changed.id
+    # The mark scheme is not part of a question's identity: fixing it keeps answers linked.
+    assert Question.model_validate(question(mark_scheme={"points": [{"part": "a", "text": "x"}, {"part": "b", "text": "y", "marks": 2}]})).id == first.id
+
+
+def test_stale_id_is_rejected_with_the_expected_one():
+    good = Question.model_validate(question()).id
+    assert f"expected {good!r}" in errors(question(id="0000000000000000"))
+
+
+def test_missing_mark_scheme_and_empty_mark_scheme():
+    data = question()
+    del data["mark_scheme"]
+    assert "Field required" in errors(data)
+    assert "needs marking points or level descriptors" in errors(question(mark_scheme={}))
+
+
+def test_part_marks_must_add_up():
+    assert "part marks add up to 3, but the question has 4 marks" in errors(question(marks=4))
+
+
+def test_mcq_key_must_be_an_option():
+    mcq = question(parts=[], marks=1, options={"A": "x", "B": "y"}, key="E", mark_scheme={"points": [{"text": "E"}]})
+    assert "key 'E' is not one of the options ['A', 'B']" in errors(mcq)
+    assert "both options and key" in errors({**mcq, "key": None})
+
+
+def test_points_must_cover_the_marks_of_each_part():
+    data = question(mark_scheme={"points": [{"part": "a", "text": "p1"}, {"part": "b", "text": "p2"}]})
+    assert "part b: marking points offer 1 marks, fewer than 2" in errors(data)
+
+
+def test_levels_must_reach_the_marks():
+    data = question(parts=[], marks=12, mark_scheme={"levels": [{"level": 1, "marks": [1, 5], "descriptor": "d"}, {"level": 2, "marks": [6, 10], "descriptor": "d"}]})
+    assert "the top level gives 10 marks, not 12" in errors(data)
+
+
+def test_points_must_name_an_existing_part():
+    data = question(mark_scheme={"points": [{"part": "z", "text": "p", "marks": 3}]})
+    assert "mark scheme refers to part 'z'" in errors(data)
+
+
+def test_unknown_fields_are_rejected():
+    assert "Extra inputs are not permitted" in errors(question(stemm="typo"))
+
+
+def test_gold_answer_markers_must_be_well_formed():
+    assert "never closed" in errors({"question_id": "q", "author": "t", "text": "(DIAGRAM: oops"}, GoldAnswer)
+    answer = GoldAnswer(question_id="q", author="t", text="x (DIAGRAM: a (b) c) y (DIAGRAM: d)")
+    assert [m.description for m in answer.diagrams] == ["a (b) c", "d"]
+
+
+def test_diagram_and_answer_ids_are_content_derived():
+    a = Diagram(description="d", format="tikz", code="c", author="x")
+    b = Diagram(description="d", format="tikz", code="other code", author="y")
+    assert a.id == b.id  # one diagram per (format, description): new code replaces old
+    assert GoldAnswer(question_id="q", text="t", author="a").id != GoldAnswer(question_id="q", text="u", author="a").id
+
+
+def test_question_type_with_diagrams_must_name_formats():
+    data = {"subject": "s", "id": "t", "name": "T", "level": "IGCSE", "format": "essay", "guide": "g" * 80,
+            "exemplars": [{"question": "q", "answer": "a"}], "diagrams": "required"}
+    assert "must name its diagram_formats" in errors(data, QuestionType)
+    assert "Input should be 'A-Level' or 'IGCSE'" in errors({**data, "level": "GCSE", "diagram_formats": ["tikz"]}, QuestionType)

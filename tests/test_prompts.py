@@ -1,0 +1,59 @@
+import pytest
+
+from tutor.bank import load_bank
+from tutor.errors import TutorError
+from tutor.prompts import core_templates_dir, question_context, render
+
+
+@pytest.fixture
+def context(toy):
+    bank = load_bank(toy, toy.subject.bank)
+    question = bank.questions[1]
+    return question_context(toy, question, bank.answers_to(question.id)[0])
+
+
+def test_core_templates_ship_for_every_kind():
+    for kind in ["answer", "explain", "set", "mark", "diagram"]:
+        assert (core_templates_dir() / kind / "system.j2").is_file()
+        assert (core_templates_dir() / kind / "user.j2").is_file()
+
+
+def test_lookup_order_user_then_subject_then_core(toy, context, tmp_path):
+    # The toy overrides _tutor.j2; the core's version is not used.
+    system = render(toy, "answer", **context)[0]["content"]
+    assert system.startswith("You are an expert Toy teacher and examiner. You answer")
+    # A user folder beats the subject; a piece the user does not override still comes from the core.
+    (tmp_path / "_tutor.j2").write_text("USER TUTOR for {{ subject.title }}")
+    (tmp_path / "_diagram_example.j2").write_text("(DIAGRAM: user example)")
+    messages = render(toy, "answer", [tmp_path], **context)
+    assert messages[0]["content"].startswith("USER TUTOR for Toy")
+    assert "(DIAGRAM: user example)" in messages[1]["content"]
+    assert "## Mark scheme: the answer must earn every mark" in messages[1]["content"]
+
+
+def test_an_override_can_extend_the_core_template(toy, context, tmp_path):
+    (tmp_path / "answer").mkdir()
+    (tmp_path / "answer" / "user.j2").write_text('{% extends "core/answer/user.j2" %}')
+    (tmp_path / "answer" / "system.j2").write_text('{% include "core/answer/system.j2" %}\nExtra rule.')
+    messages = render(toy, "answer", [tmp_path], **context)
+    assert messages[0]["content"].endswith("Extra rule.")
+    assert messages[1]["content"] == render(toy, "answer", **context)[1]["content"]
+
+
+def test_a_missing_variable_is_an_error_not_an_empty_string(toy, context):
+    with pytest.raises(TutorError, match="prompt mark/user.j2: 'student_answer' is undefined"):
+        render(toy, "mark", **context)
+
+
+def test_a_broken_user_template_names_its_file_and_line(toy, context, tmp_path):
+    (tmp_path / "_tutor.j2").write_text("fine\n{% if %}")
+    with pytest.raises(TutorError, match=r"_tutor.j2:2: "):
+        render(toy, "answer", [tmp_path], **context)
+
+
+def test_answer_prompt_carries_scheme_exemplar_guide_and_diagram_rule(toy, context):
+    user = render(toy, "answer", **context)[1]["content"]
+    qtype = context["type"]
+    for piece in [qtype.guide.strip()[:60], qtype.exemplars[0].answer.strip()[:40], "(a) State what a marking point is. [1]",
+                  "- (a) a creditable statement that earns a mark [1]", "Examiner notes: (b) max 2.", "You cannot draw."]:
+        assert piece in user
