@@ -146,3 +146,51 @@ def test_help_does_not_import_torch_or_load_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out and "Commands:" in out
+
+
+def test_config_defaults_and_validation(tmp_path):
+    result = run("--workspace", str(tmp_path), "config")
+    assert result.exit_code == 0 and json.loads(result.output)["config"] == {"templates": None}
+    (tmp_path / "tutor.toml").write_text('templates = "my-prompts"\n')
+    assert json.loads(run("--workspace", str(tmp_path), "config").output)["config"] == {"templates": "my-prompts"}
+    (tmp_path / "tutor.toml").write_text('templtes = "typo"\n')
+    result = run("--workspace", str(tmp_path), "config")
+    assert result.exit_code == 1
+    assert result.output == f"error: {tmp_path / 'tutor.toml'}: templtes: Extra inputs are not permitted\n"
+    (tmp_path / "tutor.toml").write_text('templates = \n')
+    assert "Invalid value (at line 1, column 13)" in run("--workspace", str(tmp_path), "config").output
+
+
+def test_workspace_templates_override_the_subject(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUTOR_WORKSPACE", str(tmp_path))
+    (tmp_path / "toy" / "templates").mkdir(parents=True)
+    (tmp_path / "toy" / "templates" / "_tutor.j2").write_text("WORKSPACE TUTOR")
+    result = run("--subject", "toy", "prompts", "render", "explain")
+    assert result.output.startswith("=== system ===\nWORKSPACE TUTOR"), result.output
+
+
+def test_broken_types_file_is_reported_with_line_and_field(toy_root, tmp_path):
+    from tutor.bank import read_question_types
+    from tutor.errors import ValidationFailed
+
+    types = tmp_path / "types.toml"
+    text = (toy_root / "tutor_toy" / "types.toml").read_text()
+    types.write_text(text.replace('level = "A-Level"', 'level = "GCSE"', 2).replace('format = "structured"', 'format = "essayy"'))
+    with pytest.raises(ValidationFailed) as info:
+        read_question_types(types, "toy")
+    first_table = text.splitlines().index("[[types]]") + 1
+    second_table = text.splitlines().index("[[types]]", first_table) + 1
+    assert [str(p) for p in info.value.problems] == [
+        f"{types}:{first_table}: types[0] (mcq).level: Input should be 'A-Level' or 'IGCSE'",
+        f"{types}:{second_table}: types[1] (short).level: Input should be 'A-Level' or 'IGCSE'",
+        f"{types}:{second_table}: types[1] (short).format: Input should be 'mcq', 'structured', 'essay', 'data-response', 'calculation' or 'practical'",
+    ]
+
+
+def test_bank_list_shows_ids_and_filters_by_type(toy):
+    result = run("--subject", "toy", "bank", "list", "--type", "short")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["id", "type", "topic", "marks", "stem"] and len(lines) == 3
+    assert lines[2].split()[1:4] == ["short", "applications", "3"]
+    assert run("--subject", "toy", "bank", "list", "--type", "nope").exit_code == 2

@@ -57,3 +57,14 @@ def test_tikz_format_wraps_checks_and_extracts():
     assert tikz.check("\\documentclass{article}\\begin{tikzpicture}\\end{tikzpicture}") == ["a body must not contain \\documentclass or \\begin{document}"]
     assert tikz.check("\\draw (0,0);") == ["expected a tikzpicture environment"]
     assert tikz.extract(f"Here you are:\n```latex\n{body}\n```\nHope it helps.") == body
+
+
+def test_format_is_chosen_from_the_description(toy):
+    from tutor.models import DiagramFormat
+
+    circuit = DiagramFormat(name="circuit", title="c", preamble="", example="", keywords=("circuit", "resistor"))
+    registry().formats["circuit"] = circuit  # registry() is rebuilt when the toy fixture ends
+    qtype = toy.types["short"].model_copy(update={"diagram_formats": ["tikz", "circuit"]})
+    assert toy.format_for("A series Circuit with a lamp", qtype) is circuit
+    assert toy.format_for("A velocity-time graph", qtype).name == "tikz"
+    assert toy.format_for("A resistor network").name == "tikz"  # the toy subject draws only in tikz

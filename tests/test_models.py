@@ -89,3 +89,14 @@ def test_question_type_with_diagrams_must_name_formats():
             "exemplars": [{"question": "q", "answer": "a"}], "diagrams": "required"}
     assert "must name its diagram_formats" in errors(data, QuestionType)
     assert "Input should be 'A-Level' or 'IGCSE'" in errors({**data, "level": "GCSE", "diagram_formats": ["tikz"]}, QuestionType)
+
+
+def test_level_strands_add_up_to_the_marks():
+    levels = [
+        {"level": 1, "marks": [1, 4], "descriptor": "d", "strand": "AO1/AO2"},
+        {"level": 2, "marks": [5, 8], "descriptor": "d", "strand": "AO1/AO2"},
+        {"level": 1, "marks": [1, 2], "descriptor": "d", "strand": "AO3"},
+        {"level": 2, "marks": [3, 4], "descriptor": "d", "strand": "AO3"},
+    ]
+    assert Question.model_validate(question(parts=[], marks=12, mark_scheme={"levels": levels})).marks == 12
+    assert "the top level gives 12 marks, not 13" in errors(question(parts=[], marks=13, mark_scheme={"levels": levels}))

@@ -67,6 +67,8 @@ def test_a_plugin_that_raises_at_import_is_named_and_skipped(site):
     assert result.returncode == 0
     assert "warning: plugin 'broken' from tutor-broken was skipped: RuntimeError: missing data file" in result.stderr
     assert "dupe" in result.stdout
+    result = tutor(site, "--help", TUTOR_LOAD_PLUGINS="broken")
+    assert result.returncode == 0 and result.stderr == "warning: plugin 'broken' from tutor-broken was skipped: RuntimeError: missing data file\n"
 
 
 def test_a_misspelt_hook_is_named_and_skipped(site):
@@ -93,6 +95,22 @@ def test_a_plugin_adds_a_cli_command(site):
     assert "hello     Say hello." in tutor(site, "--help", TUTOR_LOAD_PLUGINS="hello").stdout
 
 
+def test_a_plugin_cannot_replace_a_core_command(site):
+    install(site, "tutor-hijack", "hijack", "tutor_hijack", """
+        import click
+        from tutor import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def subjects():
+                click.echo("hijacked")
+    """)
+    result = tutor(site, "subjects", TUTOR_LOAD_PLUGINS="hijack")
+    assert "hijacked" not in result.stdout and result.stdout.startswith("subject")
+    assert "warning: plugin 'hijack' tried to replace the command 'subjects'; kept the original" in result.stderr
+
+
 def test_plugins_are_loaded_once_and_lazily():
     code = (
         "import tutor, tutor.plugins as p\n"
@@ -101,3 +119,24 @@ def test_plugins_are_loaded_once_and_lazily():
         "print(p.plugin_manager.cache_info().misses)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "1"
+
+
+def test_a_plugin_whose_hook_raises_is_skipped_for_that_hook(site):
+    install(site, "tutor-halfbroken", "halfbroken", "tutor_halfbroken", """
+        from pathlib import Path
+        from tutor import Subject, hookimpl, read_question_types
+
+        @hookimpl
+        def register_subjects(register):
+            register(Subject(name="half", title="Half", syllabus="none", topics=["t"]))
+
+        @hookimpl
+        def register_question_types(register):
+            for qtype in read_question_types(Path(__file__).parent / "missing-types.toml", "half"):
+                register(qtype)
+    """)
+    result = tutor(site, "subjects", TUTOR_LOAD_PLUGINS="halfbroken,dupe-a")
+    assert result.returncode == 0
+    assert "warning: plugin 'halfbroken' failed in register_question_types and was skipped there:" in result.stderr
+    assert "missing-types.toml: [Errno 2] No such file or directory" in result.stderr
+    assert "half" in result.stdout and "dupe" in result.stdout

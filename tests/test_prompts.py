@@ -31,17 +31,44 @@ def test_lookup_order_user_then_subject_then_core(toy, context, tmp_path):
     assert "## Mark scheme: the answer must earn every mark" in messages[1]["content"]
 
 
-def test_an_override_can_extend_the_core_template(toy, context, tmp_path):
+def test_an_override_can_extend_the_core_template_and_replace_one_block(toy, context, tmp_path):
     (tmp_path / "answer").mkdir()
-    (tmp_path / "answer" / "user.j2").write_text('{% extends "core/answer/user.j2" %}')
-    (tmp_path / "answer" / "system.j2").write_text('{% include "core/answer/system.j2" %}\nExtra rule.')
+    (tmp_path / "answer" / "user.j2").write_text(
+        '{% extends "core/answer/user.j2" %}\n{% block rules %}{{ super() }}- Extra rule.\n{% endblock %}'
+    )
+    (tmp_path / "answer" / "system.j2").write_text('{% include "core/answer/system.j2" %}\nExtra line.')
     messages = render(toy, "answer", [tmp_path], **context)
-    assert messages[0]["content"].endswith("Extra rule.")
-    assert messages[1]["content"] == render(toy, "answer", **context)[1]["content"]
+    plain = render(toy, "answer", **context)
+    assert messages[0]["content"].endswith("Extra line.")
+    assert messages[1]["content"] == plain[1]["content"] + "\n- Extra rule."
+
+
+def test_a_shared_template_folder_beats_the_core_but_not_the_subject(toy, context, tmp_path):
+    from tutor import hookimpl
+    from tutor.plugins import plugin_manager
+    from tutor.registry import registry
+
+    (tmp_path / "_tutor.j2").write_text("SHARED TUTOR")
+    (tmp_path / "_diagram_example.j2").write_text("(DIAGRAM: shared example)")
+
+    class SharedTemplates:
+        @hookimpl
+        def register_prompt_templates(register):
+            register(tmp_path)
+
+    plugin_manager().register(SharedTemplates, name="shared-templates")
+    registry.cache_clear()
+    try:
+        messages = render(toy, "answer", **context)
+    finally:
+        plugin_manager().unregister(name="shared-templates")
+        registry.cache_clear()
+    assert messages[0]["content"].startswith("You are an expert Toy teacher")  # the subject's own piece wins
+    assert "(DIAGRAM: shared example)" in messages[1]["content"]  # the shared piece beats the core's
 
 
 def test_a_missing_variable_is_an_error_not_an_empty_string(toy, context):
-    with pytest.raises(TutorError, match="prompt mark/user.j2: 'student_answer' is undefined"):
+    with pytest.raises(TutorError, match=r"prompt \S*mark/user.j2:\d+: 'student_answer' is undefined"):
         render(toy, "mark", **context)
 
 

@@ -28,10 +28,10 @@ from .models import (  # noqa: E402
     Subject,
 )
 from .registry import get_subject  # noqa: E402
-from .bank import read_question_types  # noqa: E402
+from .bank import Bank, load_bank, read_question_types  # noqa: E402
 
 __all__ = [
-    "Diagram", "DiagramFormat", "DiagramMarker", "Evaluator", "Exemplar", "GoldAnswer", "LevelDescriptor",
+    "Bank", "load_bank", "Diagram", "DiagramFormat", "DiagramMarker", "Evaluator", "Exemplar", "GoldAnswer", "LevelDescriptor",
     "MarkPoint", "MarkScheme", "Part", "Problem", "Question", "QuestionSource", "QuestionType", "Reward",
     "Score", "Source", "Subject", "TutorError", "UnknownName", "ValidationFailed", "find_diagrams",
     "get_subject", "hookimpl", "read_question_types",

@@ -135,20 +135,23 @@ def read_question_types(path: Path, subject: str) -> list[QuestionType]:
     """Question types from a plugin's TOML file: `[[types]]` tables (see docs/plugin-guide.md)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValidationFailed([Problem(str(path), None, None, str(err))]) from None
+    # tomllib keeps no positions; the n-th `[[types]]` header is where table n starts.
+    starts = [number for number, line in enumerate(text.splitlines(), start=1) if line.strip() == "[[types]]"]
     problems: list[Problem] = []
     types = []
     for index, table in enumerate(data.get("types", [])):
         try:
             types.append(QuestionType.model_validate({"subject": subject, **table}))
         except ValidationError as err:
+            line = starts[index] if index < len(starts) else None
             label = f"types[{index}] ({table.get('id', '?')})"
-            problems += [Problem(str(path), None, f"{label}.{'.'.join(map(str, e['loc']))}", e["msg"].removeprefix("Value error, ")) for e in err.errors()]
+            problems += [Problem(str(path), line, ".".join([label, *map(str, e["loc"])]), e["msg"].removeprefix("Value error, ")) for e in err.errors()]
     if not types and not problems:
         problems.append(Problem(str(path), None, None, "no [[types]] tables"))
     if problems:
         raise ValidationFailed(problems)
     return types
-

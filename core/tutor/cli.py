@@ -24,11 +24,24 @@ class TutorGroup(click.Group):
     _plugin_commands_added = False
 
     def _add_plugin_commands(self) -> None:
-        if not TutorGroup._plugin_commands_added:
-            TutorGroup._plugin_commands_added = True
-            from .plugins import plugin_manager
+        if TutorGroup._plugin_commands_added:
+            return
+        TutorGroup._plugin_commands_added = True
+        from .plugins import PluginWarning, plugin_manager
 
-            plugin_manager().hook.register_commands(cli=self)
+        # One plugin at a time, so a clash or a crash can be pinned on its plugin.
+        for impl in plugin_manager().hook.register_commands.get_hookimpls():
+            before = dict(self.commands)
+            try:
+                impl.function(cli=self)
+            except Exception as err:  # noqa: BLE001 - any failure in someone else's code
+                self.commands = before
+                warnings.warn(f"plugin {impl.plugin_name!r} failed in register_commands and was skipped there: {type(err).__name__}: {err}", PluginWarning, stacklevel=2)
+                continue
+            for name, command in before.items():
+                if self.commands[name] is not command:
+                    self.commands[name] = command
+                    warnings.warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; kept the original", PluginWarning, stacklevel=2)
 
     def list_commands(self, ctx):
         self._add_plugin_commands()
@@ -38,8 +51,12 @@ class TutorGroup(click.Group):
         self._add_plugin_commands()
         return super().get_command(ctx, name)
 
-    def invoke(self, ctx):
+    def main(self, *args, **kwargs):
+        # Plugin warnings can fire while --help lists commands, before invoke().
         warnings.showwarning = _one_line_warning
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ValidationFailed as err:
@@ -119,6 +136,15 @@ def types(state):
     _table(["id", "name", "level", "format", "marks", "diagrams"], rows)
 
 
+@cli.command()
+@pass_state
+def config(state):
+    """Show the workspace and its validated tutor.toml (defaults filled in), as JSON."""
+    ws = state.workspace
+    settings = ws.config().model_dump(mode="json")
+    click.echo(json.dumps({"workspace": str(ws.root.resolve()), "config_file": str(ws.config_path), "exists": ws.config_path.exists(), "config": settings}, indent=2))
+
+
 @cli.group()
 def bank():
     """Check and inspect question banks."""
@@ -140,6 +166,22 @@ def bank_validate(state, path):
     click.echo(f"{kit.name}: {target}: ok: {len(loaded.questions)} questions, {len(loaded.answers)} gold answers, {len(loaded.diagrams)} diagrams")
 
 
+@bank.command("list")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--type", "type_id", help="Only questions of this type.")
+@pass_state
+def bank_list(state, path, type_id):
+    """List a bank's questions: id, type, topic, marks and the start of the stem."""
+    from .bank import load_bank
+
+    kit = state.kit()
+    if type_id:
+        kit.type(type_id)  # an unknown type is an error, not an empty list
+    loaded = load_bank(kit, path or _bundled_bank(kit))
+    rows = [(q.id, q.type, q.topic, str(q.marks), " ".join(q.stem.split())[:60]) for q in loaded.questions if type_id in (None, q.type)]
+    _table(["id", "type", "topic", "marks", "stem"], rows)
+
+
 @cli.group()
 def prompts():
     """Render prompt templates."""
@@ -151,7 +193,7 @@ def prompts():
 @click.option("--bank", "bank_path", type=click.Path(path_type=Path), help="Bank to take the question from (default: the bundled sample bank).")
 @click.option("--student-answer", help="For `mark`: the answer to mark (default: the question's gold answer).")
 @click.option("--description", help="For `diagram`: what to draw (default: the first DIAGRAM marker in the question's gold answer).")
-@click.option("--format", "format_name", help="For `diagram`: the diagram format (default: the subject's first).")
+@click.option("--format", "format_name", help="For `diagram`: the diagram format (default: chosen from the description).")
 @click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
 @pass_state
 def prompts_render(state, kind, question_id, bank_path, student_answer, description, format_name, as_json):
@@ -172,7 +214,7 @@ def prompts_render(state, kind, question_id, bank_path, student_answer, descript
     if kind == "diagram":
         markers = gold.diagrams if gold else []
         context["description"] = description or (markers[0].description if markers else question.stem)
-        context["format"] = kit.format(format_name or (kit.subject.diagram_formats or ["tikz"])[0])
+        context["format"] = kit.format(format_name) if format_name else kit.format_for(context["description"], context["type"])
     messages = render(kit, kind, state.workspace.template_dirs(kit.name), **context)
     if as_json:
         click.echo(json.dumps(messages, indent=2, ensure_ascii=False))

@@ -20,6 +20,12 @@ from .errors import Problem, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
+# mkstemp creates files readable by the owner only; written records should get
+# the permissions any other new file would. Read the umask once (it can only be
+# read by setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def iter_jsonl(path: Path, model: type[M], problems: list[Problem]) -> Iterator[tuple[int, M]]:
     """Yield (line number, record) for each valid line; append a Problem for each bad one."""
@@ -81,6 +87,7 @@ def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
                 handle.write(dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

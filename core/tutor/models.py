@@ -130,6 +130,7 @@ class LevelDescriptor(Model):
     marks: tuple[int, int] = Field(description="(lowest, highest) mark of the level.")
     descriptor: str = Field(min_length=1)
     part: str | None = None
+    strand: str | None = Field(default=None, description="When skills are levelled separately (e.g. 'AO1/AO2' and 'AO3'), the skill this table marks.")
 
 
 class MarkScheme(Model):
@@ -221,7 +222,9 @@ class Question(Model):
         for label, marks in [(p.label, p.marks) for p in self.parts] or [(None, self.marks)]:
             levels = [lv for lv in scheme.levels if lv.part == label]
             if levels:
-                top = max(lv.marks[1] for lv in levels)
+                # Separate strands (tables) add up: e.g. 8 for analysis + 4 for evaluation.
+                strands = {lv.strand for lv in levels}
+                top = sum(max(lv.marks[1] for lv in levels if lv.strand == strand) for strand in strands)
                 if top != marks:
                     raise ValueError(f"{_where(label)}: the top level gives {top} marks, not {marks}")
             elif (available := sum(p.marks for p in scheme.points if p.part == label)) < marks:
@@ -297,6 +300,10 @@ class DiagramFormat(Model):
     preamble: str = Field(description="Lines between \\documentclass and \\begin{document}.")
     environment: str | None = Field(default=None, description="The environment a body must contain, e.g. 'tikzpicture'.")
     example: str = Field(description="A short body in this format, shown to diagram models.")
+    keywords: tuple[str, ...] = Field(default=(), description="Words in a description that call for this format, e.g. 'circuit'.")
+
+    def suits(self, description: str) -> bool:
+        return any(re.search(rf"\b{re.escape(word)}", description, re.IGNORECASE) for word in self.keywords)
 
     def document(self, body: str) -> str:
         return f"\\documentclass[border=4pt]{{standalone}}\n{self.preamble.strip()}\n\\begin{{document}}\n{body.strip()}\n\\end{{document}}\n"

@@ -38,7 +38,9 @@ def plugin_manager() -> pluggy.PluginManager:
         pm.register(importlib.import_module(module), name=module)
         DISTRIBUTIONS[module] = ("tutor", version("tutor"))
     wanted = _wanted()
-    for ep in entry_points(group="tutor"):
+    # Sorted, so that load order (and so template precedence between shared
+    # folders) does not depend on the order of files on disk.
+    for ep in sorted(entry_points(group="tutor"), key=lambda ep: (ep.name, ep.value)):
         dist = ep.dist.name if ep.dist else "?"
         if wanted is not None and not {ep.name, dist} & wanted:
             continue

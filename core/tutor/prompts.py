@@ -39,7 +39,15 @@ def _environment(search_path: tuple[Path, ...]):
         jinja2.FileSystemLoader([str(p) for p in search_path]),
         jinja2.PrefixLoader({"core": jinja2.FileSystemLoader(str(core_templates_dir()))}),
     ])
-    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    env.filters["part_label"] = part_label
+    return env
+
+
+def part_label(label: str) -> str:
+    """A part label as printed on a paper: 'a' -> '(a)', 'c(ii)' -> '(c)(ii)'."""
+    head, sep, rest = label.partition("(")
+    return f"({head}){sep}{rest}" if head else label
 
 
 def search_path(kit: SubjectKit, user_dirs: list[Path] = ()) -> tuple[Path, ...]:
@@ -60,7 +68,8 @@ def render(kit: SubjectKit, kind: str, user_dirs: list[Path] = (), **context: An
         try:
             text = env.get_template(name).render(context).strip()
         except jinja2.UndefinedError as err:
-            raise TutorError(f"prompt {name}: {err.message}; given: {', '.join(sorted(context))}") from None
+            where = _template_location(err) or name
+            raise TutorError(f"prompt {where}: {err.message}; given: {', '.join(sorted(context))}") from None
         except jinja2.TemplateError as err:
             where = f"{err.filename}:{err.lineno}" if getattr(err, "filename", None) else name
             raise TutorError(f"prompt template {where}: {err.message}") from None
@@ -69,7 +78,21 @@ def render(kit: SubjectKit, kind: str, user_dirs: list[Path] = (), **context: An
     return messages
 
 
+def _template_location(err: Exception) -> str | None:
+    """file:line inside the template (or included piece) that raised: jinja maps its frames to templates."""
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            frames.append(f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    return frames[-1] if frames else None
+
+
 def question_context(kit: SubjectKit, question, gold=None, **extra: Any) -> dict[str, Any]:
     """The variables every question prompt uses, so callers cannot forget one."""
     qtype = kit.type(question.type)
-    return {"question": question, "type": qtype, "exemplar": qtype.exemplars[0], "gold": gold, **extra}
+    # Spread a type's exemplars over its questions (stably, by id), so a teacher
+    # model does not imitate one exemplar's wording across the whole bank.
+    exemplar = qtype.exemplars[int(question.id, 16) % len(qtype.exemplars)]
+    return {"question": question, "type": qtype, "exemplar": exemplar, "gold": gold, **extra}

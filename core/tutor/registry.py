@@ -8,17 +8,29 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import PluginConflict, UnknownName
+from .errors import PluginConflict, UnknownName, ValidationFailed
 from .models import DiagramFormat, Evaluator, QuestionSource, QuestionType, Reward, Subject
 from .plugins import DISTRIBUTIONS, PluginWarning, plugin_manager
 
 
 def _collect(hook: str) -> list[tuple[str, tuple, dict]]:
-    """Call every implementation of a register-style hook; note which plugin registered what."""
+    """Call every implementation of a register-style hook; note which plugin registered what.
+
+    A plugin whose hook raises (a broken types.toml, say) is skipped for that
+    hook with a warning naming it, so the other subjects keep working.
+    """
     found: list[tuple[str, tuple, dict]] = []
-    # pluggy calls the newest plugin first; we want registration order (core first).
-    for impl in reversed(getattr(plugin_manager().hook, hook).get_hookimpls()):
-        impl.function(register=lambda *args, _plugin=impl.plugin_name, **kwargs: found.append((_plugin, args, kwargs)))
+    # get_hookimpls() is in registration order (the core's default plugins first);
+    # pluggy would *call* them newest first, which is why we call them ourselves.
+    for impl in getattr(plugin_manager().hook, hook).get_hookimpls():
+        added: list[tuple[str, tuple, dict]] = []
+        try:
+            impl.function(register=lambda *args, _plugin=impl.plugin_name, **kwargs: added.append((_plugin, args, kwargs)))
+        except Exception as err:  # noqa: BLE001 - any failure in someone else's code
+            detail = "\n  ".join(map(str, err.problems)) if isinstance(err, ValidationFailed) else f"{type(err).__name__}: {err}"
+            warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook} and was skipped there:\n  {detail}", PluginWarning, stacklevel=2)
+            continue
+        found += added
     return found
 
 
@@ -39,7 +51,7 @@ class Registry:
 
     def claim(self, kind: str, name: str, plugin: str, table: dict, item: Any) -> None:
         if name in table:
-            first, second = _distribution(self.owner[kind, name]), _distribution(plugin)
+            first, second = sorted([_distribution(self.owner[kind, name]), _distribution(plugin)])
             raise PluginConflict(f"{kind} {name!r} is registered by two plugins: {first} and {second}; uninstall one")
         table[name] = item
         self.owner[kind, name] = plugin
@@ -95,6 +107,16 @@ class SubjectKit:
         """The subject's own template folders first, then shared ones (the core's last)."""
         dirs = registry().template_dirs
         return [p for p, s in dirs if s == self.name] + [p for p, s in reversed(dirs) if s is None]
+
+    def format_for(self, description: str, qtype: QuestionType | None = None) -> DiagramFormat:
+        """The format to draw a description in: the first candidate whose keywords it mentions.
+
+        Candidates are the question type's formats, else the subject's; with no
+        keyword match the first candidate (the most used) wins.
+        """
+        names = (qtype.diagram_formats if qtype else []) or self.subject.diagram_formats or ["tikz"]
+        candidates = [self.format(name) for name in names]
+        return next((f for f in candidates if f.suits(description)), candidates[0])
 
     def format(self, name: str) -> DiagramFormat:
         formats = registry().formats

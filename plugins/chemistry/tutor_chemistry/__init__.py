@@ -35,6 +35,7 @@ class ChemfigFormat(DiagramFormat):
 CHEMFIG = ChemfigFormat(
     name="chemfig",
     title="chemfig structure or mechanism (with mhchem)",
+    keywords=("structure", "structural", "skeletal", "displayed formula", "mechanism", "curly arrow", "molecule", "isomer", "synthesis", "reaction scheme", "formula"),
     preamble=r"""
 \usepackage{amsmath}
 \usepackage{chemfig}

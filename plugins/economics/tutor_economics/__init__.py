@@ -22,7 +22,9 @@ SUBJECT = Subject(
 
 # One style for every economics graph, so that axes, labels and curves look the
 # same in every diagram the tutor draws: origin at 0, no numeric ticks, axis
-# labels at the ends of the axes as in textbooks.
+# labels at the ends of the axes as in textbooks (the x label just right of the
+# arrow tip, so it never collides with Q1, Q2 ... written under the axis).
+# `guide` greys the dashed line only, so labels on it stay black.
 ECON_GRAPH = DiagramFormat(
     name="econ-graph",
     title="economics graph (pgfplots, `econ axis` style)",
@@ -37,12 +39,12 @@ ECON_GRAPH = DiagramFormat(
     axis lines=left, xmin=0, ymin=0, xmax=10, ymax=10,
     xtick=\empty, ytick=\empty, clip=false, width=8cm, height=7cm,
     axis line style={-{Stealth[length=2.5mm]}},
-    x label style={at={(axis description cs:1,0)}, anchor=north east},
+    x label style={at={(axis description cs:1,0)}, anchor=west},
     y label style={at={(axis description cs:0,1)}, anchor=south, rotate=-90},
     every axis plot/.append style={thick, no markers, samples=50},
   },
 }
-\tikzset{guide/.style={dashed, thin, gray}}
+\tikzset{guide/.style={dashed, thin, draw=gray}}
 """,
     environment="tikzpicture",
     example=r"""\begin{tikzpicture}

@@ -16,7 +16,7 @@ SUBJECT = Subject(
     title="Physics",
     syllabus="Cambridge International AS & A Level Physics (9702) and Cambridge IGCSE Physics (0625)",
     topics=["mechanics", "materials", "waves", "electricity", "fields", "thermal", "nuclear", "quantum"],
-    diagram_formats=["circuitikz", "tikz"],
+    diagram_formats=["tikz", "circuitikz"],
     bank=HERE / "bank",
 )
 
@@ -30,6 +30,7 @@ CIRCUITIKZ = DiagramFormat(
 \usetikzlibrary{arrows.meta,calc}
 """,
     environment="circuitikz",
+    keywords=("circuit", "resistor", "battery", "cell", "ammeter", "voltmeter", "thermistor", "LDR", "diode", "potential divider", "switch", "lamp", "galvanometer"),
     example=r"""\begin{circuitikz}
   \draw (0,0) to[battery1, l=$12\,\mathrm{V}$] (0,3)
         to[R, l={$R_1 = 4.0\,\Omega$}] (4,3)
