@@ -194,3 +194,14 @@ def test_bank_list_shows_ids_and_filters_by_type(toy):
     assert lines[0].split() == ["id", "type", "topic", "marks", "stem"] and len(lines) == 3
     assert lines[2].split()[1:4] == ["short", "applications", "3"]
     assert run("--subject", "toy", "bank", "list", "--type", "nope").exit_code == 2
+
+
+def test_bank_stats(toy):
+    result = run("--subject", "toy", "bank", "stats", "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["per_type"] == {"mcq": 1, "short": 1} and stats["per_topic"] == {"foundations": 1, "applications": 1}
+    assert stats["per_level"] == {"A-Level": 2} and stats["mcq_keys"] == {"A": 0, "B": 1, "C": 0, "D": 0}
+    assert stats["with_diagram"] == {"mcq": [0, 1], "short": [1, 1]} and stats["diagram_share"] == 0.5
+    text = run("--subject", "toy", "bank", "stats").output
+    assert "gold answers with a (DIAGRAM: ...) marker: 50%" in text and "toy: 2 questions, 2 gold answers, 1 diagrams" in text

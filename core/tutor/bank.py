@@ -155,3 +155,49 @@ def read_question_types(path: Path, subject: str) -> list[QuestionType]:
     if problems:
         raise ValidationFailed(problems)
     return types
+
+
+@dataclass
+class BankStats:
+    """The figures `bank stats` prints, and the sample-bank minimums are checked against."""
+
+    questions: int
+    gold_answers: int
+    diagrams: int
+    per_type: dict[str, int]
+    per_topic: dict[str, int]
+    per_level: dict[str, int]
+    mcq_keys: dict[str, int]
+    with_diagram: dict[str, tuple[int, int]]  # type -> (gold answers with a marker, gold answers)
+    diagram_formats: dict[str, int]
+
+    @property
+    def diagram_share(self) -> float:
+        answered = sum(total for _, total in self.with_diagram.values())
+        return sum(n for n, _ in self.with_diagram.values()) / answered if answered else 0.0
+
+
+def bank_stats(kit: SubjectKit, bank: Bank) -> BankStats:
+    # Zero rows for types and topics the bank lacks: a gap should show, not vanish.
+    per_type = dict.fromkeys(kit.types, 0)
+    per_topic = dict.fromkeys(kit.subject.topics, 0)
+    per_level: dict[str, int] = {}
+    keys = {letter: 0 for q in bank.questions for letter in q.options}
+    by_id = {q.id: q for q in bank.questions}
+    for q in bank.questions:
+        per_type[q.type] = per_type.get(q.type, 0) + 1
+        per_topic[q.topic] = per_topic.get(q.topic, 0) + 1
+        level = kit.types[q.type].level if q.type in kit.types else "?"
+        per_level[level] = per_level.get(level, 0) + 1
+        if q.key:
+            keys[q.key] += 1
+    with_diagram: dict[str, tuple[int, int]] = {}
+    for answer in bank.answers:
+        question = by_id.get(answer.question_id)
+        if question:
+            marked, total = with_diagram.get(question.type, (0, 0))
+            with_diagram[question.type] = (marked + bool(answer.diagrams), total + 1)
+    formats: dict[str, int] = {}
+    for diagram in bank.diagrams:
+        formats[diagram.format] = formats.get(diagram.format, 0) + 1
+    return BankStats(len(bank.questions), len(bank.answers), len(bank.diagrams), per_type, per_topic, per_level, dict(sorted(keys.items())), with_diagram, formats)

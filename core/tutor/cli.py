@@ -166,6 +166,37 @@ def bank_validate(state, path):
     click.echo(f"{kit.name}: {target}: ok: {len(loaded.questions)} questions, {len(loaded.answers)} gold answers, {len(loaded.diagrams)} diagrams")
 
 
+@bank.command("stats")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@pass_state
+def bank_stats(state, path, as_json):
+    """Counts per type, topic and level, the MCQ key balance and the share of answers with diagrams."""
+    from dataclasses import asdict
+
+    from .bank import bank_stats, load_bank
+
+    kit = state.kit()
+    stats = bank_stats(kit, load_bank(kit, path or _bundled_bank(kit)))
+    if as_json:
+        click.echo(json.dumps({**asdict(stats), "diagram_share": round(stats.diagram_share, 3)}, indent=2))
+        return
+    click.echo(f"{kit.name}: {stats.questions} questions, {stats.gold_answers} gold answers, {stats.diagrams} diagrams\n")
+    _table(["type", "level", "questions", "answers with diagrams"], [
+        (t, kit.types[t].level if t in kit.types else "?", str(n), "{}/{}".format(*stats.with_diagram.get(t, (0, 0))))
+        for t, n in stats.per_type.items()
+    ])
+    click.echo()
+    _table(["topic", "questions"], [(t, str(n)) for t, n in stats.per_topic.items()])
+    click.echo()
+    _table(["level", "questions"], [(lv, str(n)) for lv, n in sorted(stats.per_level.items())])
+    click.echo()
+    _table(["MCQ key", "questions"], [(k, str(n)) for k, n in stats.mcq_keys.items()])
+    click.echo()
+    _table(["diagram format", "diagrams"], [(f, str(n)) for f, n in sorted(stats.diagram_formats.items())])
+    click.echo(f"\ngold answers with a (DIAGRAM: ...) marker: {stats.diagram_share:.0%}")
+
+
 @bank.command("list")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--type", "type_id", help="Only questions of this type.")

@@ -154,9 +154,15 @@ class FinalAnswer(Model):
     """A machine-checkable numeric result of a calculation."""
 
     part: str | None = None
+    label: str | None = Field(default=None, description="Which result, when a part has several, e.g. 'p(H2)'.")
     value: float
     unit: str = Field(description="SI-style unit as written in the answer, '' if dimensionless.")
     sig_figs: int | None = Field(default=None, ge=1)
+
+    @property
+    def key(self) -> str | None:
+        """'b', 'b:p(H2)', or None for the only result of a one-part question."""
+        return ":".join(filter(None, [self.part, self.label])) or None
 
 
 class Source(Model):

