@@ -11,16 +11,24 @@ VENV="${TUTOR_VENV:-.venv}"
 say() { printf '\n==> %s\n' "$*"; }
 
 # --- system packages, only where missing -------------------------------------
+# TeX Live compiles diagrams (chemfig needs simplekv from -plain-generic);
+# poppler turns PDFs into PNG and SVG.
+SYSTEM_PACKAGES=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures
+                 texlive-science texlive-plain-generic poppler-utils)
 missing=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+for package in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    hash -r
   else
-    echo "error: missing system packages: ${missing[*]} (install them, or run as root)" >&2
-    exit 1
+    # Not fatal: everything but diagrams works, and diagram commands name what is missing.
+    echo "warning: missing system packages: ${missing[*]} (run as root to install them)" >&2
   fi
 fi
 
@@ -47,6 +55,8 @@ case "$task" in
       "$tutor" --subject "$subject" types
       say "$subject: validating the sample bank"
       "$tutor" --subject "$subject" bank validate
+      say "$subject: compiling the sample bank's diagrams"
+      "$tutor" --subject "$subject" diagram check --out "tutor-workspace/$subject/diagrams/bank"
     done
     say "physics: the teacher prompt for the first sample question"
     "$tutor" --subject physics prompts render answer

@@ -205,3 +205,9 @@ def test_bank_stats(toy):
     assert stats["with_diagram"] == {"mcq": [0, 1], "short": [1, 1]} and stats["diagram_share"] == 0.5
     text = run("--subject", "toy", "bank", "stats").output
     assert "gold answers with a (DIAGRAM: ...) marker: 50%" in text and "toy: 2 questions, 2 gold answers, 1 diagrams" in text
+
+
+def test_gold_answer_length_must_fit_its_type(toy_bank):
+    _edit(toy_bank / "answers.jsonl", lambda r: r.update(text="B.\n" + "word " * 200 + "\nAnswer: B"), keep_id=False)
+    result = run("--subject", "toy", "bank", "validate", str(toy_bank))
+    assert "answers.jsonl:1: text: 203 words; a mcq answer has 15 to 120 (diagram descriptions not counted)" in result.output

@@ -73,8 +73,8 @@ def test_format_is_chosen_from_the_description(toy):
 def test_numbers_are_read_in_the_forms_answers_write_them():
     from tutor.default_plugins.evaluators import numbers_in
 
-    text = "r = 4.23 × 10^7 m; q = −300 J; a = -9.81 m s^-2 in kg m-3; e = 1.60 x 10^-19 C; h = 6.63×10⁻³⁴ J s; 2.5e-3; 1,200 kg; CO2"
-    assert numbers_in(text) == pytest.approx([4.23e7, -300, -9.81, 1.6e-19, 6.63e-34, 2.5e-3, 1200], rel=1e-12)
+    text = "r = 4.23 × 10^7 m; q = −300 J; a = -9.81 m s^-2 in kg m-3; e = 1.60 x 10^-19 C; h = 6.63×10⁻³⁴ J s; 2.5e-3; 1,200 kg; 14 400 J; CO2"
+    assert numbers_in(text) == pytest.approx([4.23e7, -300, -9.81, 1.6e-19, 6.63e-34, 2.5e-3, 1200, 14400, 14, 400], rel=1e-12)
 
 
 def test_final_answer_evaluator_checks_significant_figures():
@@ -83,9 +83,32 @@ def test_final_answer_evaluator_checks_significant_figures():
     calc = Question.model_validate({
         "subject": "toy", "type": "calc", "topic": "t", "marks": 2, "source": {"name": "t"}, "stem": "Find r and v.",
         "mark_scheme": {"points": [{"text": "r", "marks": 1}, {"text": "v", "marks": 1}]},
-        "final_answers": [{"value": 4.23e7, "unit": "m", "sig_figs": 3}, {"value": 3.1, "unit": "km s^-1", "sig_figs": 2}],
+        "final_answers": [{"label": "r", "value": 4.23e7, "unit": "m", "sig_figs": 3}, {"label": "v", "value": 3.1, "unit": "km s^-1", "sig_figs": 2}],
     })
     evaluator = registry().evaluators["final-answer"]
     assert evaluator.score(calc, "r = 4.225 x 10^7 m and v = 3.07 km s^-1").marks == 2
     score = evaluator.score(calc, "r = 4.21 × 10^7 m, v = 3.1 km s^-1")
-    assert (score.marks, score.out_of, score.feedback) == (1, 2, "missing answer: 4.23e+07 m")
+    assert (score.marks, score.out_of, score.feedback) == (1, 2, "missing r: 4.23e+07 m")
+
+
+def test_space_grouped_digits_read_both_ways():
+    from tutor.default_plugins.evaluators import numbers_in
+
+    assert numbers_in("100 120 126") == [100120126, 100, 120, 126]
+
+
+@pytest.mark.parametrize("text, unit, ok", [
+    ("v = 15.1 cm", "cm", True),
+    ("f / cm\n15.1", "cm", True),
+    ("costs $2400 a year", "$", True),
+    ("spending of $400 million", "$ million", True),
+    ("spending of 400 million", "$ million", False),
+    ("15.1 and, elsewhere, cm", "cm", False),
+    ("30 %", "%", True),
+])
+def test_a_unit_must_be_written_with_its_number(text, unit, ok):
+    from tutor.default_plugins.evaluators import numbers_with_spans
+    from tutor.testing import _unit_beside
+
+    _, start, end = numbers_with_spans(text)[0]
+    assert _unit_beside(text, start, end, unit) is ok

@@ -100,3 +100,10 @@ def test_level_strands_add_up_to_the_marks():
     ]
     assert Question.model_validate(question(parts=[], marks=12, mark_scheme={"levels": levels})).marks == 12
     assert "the top level gives 12 marks, not 13" in errors(question(parts=[], marks=13, mark_scheme={"levels": levels}))
+
+
+def test_final_answers_need_distinct_keys():
+    data = question(final_answers=[{"part": "b", "value": 1, "unit": "m"}, {"part": "b", "value": 2, "unit": "s"}])
+    assert "final answers share a key ['b']: give each a part or a label" in errors(data)
+    labelled = question(final_answers=[{"part": "b", "label": "d", "value": 1, "unit": "m"}, {"part": "b", "label": "t", "value": 2, "unit": "s"}])
+    assert [f.key for f in Question.model_validate(labelled).final_answers] == ["b:d", "b:t"]

@@ -115,6 +115,9 @@ class _Checker:
             self.problem(file, line, "text", f"type {qtype.id} expects a (DIAGRAM: ...) marker, none found")
         if qtype.diagrams == "none" and markers:
             self.problem(file, line, "text", f"type {qtype.id} takes no diagrams, found {len(markers)}")
+        if qtype.answer_words and not qtype.answer_words[0] <= answer.words <= qtype.answer_words[1]:
+            low, high = qtype.answer_words
+            self.problem(file, line, "text", f"{answer.words} words; a {qtype.id} answer has {low} to {high} (diagram descriptions not counted)")
         if q.is_mcq:
             score = registry().evaluators["mcq"].score(q, answer.text)
             if score.marks != score.out_of:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .markers import DiagramMarker, find_diagrams
+from .markers import DiagramMarker, find_diagrams, replace_diagrams
 
 Level = Literal["A-Level", "IGCSE"]
 QuestionFormat = Literal["mcq", "structured", "essay", "data-response", "calculation", "practical"]
@@ -214,6 +214,9 @@ class Question(Model):
                 raise ValueError(f"option labels must be single capital letters, got {bad}")
             if self.key not in self.options:
                 raise ValueError(f"key {self.key!r} is not one of the options {sorted(self.options)}")
+        keys = [f.key for f in self.final_answers]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"final answers share a key {sorted({k for k in keys if keys.count(k) > 1}, key=str)}: give each a part or a label")
         self._check_mark_scheme(labels)
         return self
 
@@ -271,6 +274,11 @@ class GoldAnswer(Model):
     def diagrams(self) -> list[DiagramMarker]:
         return find_diagrams(self.text)
 
+    @property
+    def words(self) -> int:
+        """Length in words, not counting diagram descriptions (they stand for pictures)."""
+        return len(replace_diagrams(self.text, lambda marker: "").split())
+
 
 class Diagram(Model):
     """A diagram description with code in a diagram format that draws it."""
@@ -281,6 +289,22 @@ class Diagram(Model):
     code: str = Field(min_length=1, description="The body the format wraps into a document.")
     question_id: str | None = Field(default=None, description="The question whose gold answer asked for it, if any.")
     author: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return _fill_or_check_id(data, content_id(data.get("format"), normalise_text(data.get("description") or "")))
+        return data
+
+
+class DiagramRequest(Model):
+    """A diagram a gold answer asked for, waiting for code: the diagram stage's input."""
+
+    id: str = Field(default="", description="Derived from format and description, like the Diagram it becomes.")
+    description: str = Field(min_length=1)
+    format: str
+    question_ids: list[str] = Field(default_factory=list, description="Every question whose gold answer asked for it.")
 
     @model_validator(mode="before")
     @classmethod

@@ -108,7 +108,7 @@ def check_calculations(subject: str, recompute: dict[str, dict[str | None, Calla
     figures, and that value must appear in the gold answer (with its unit) and
     in the mark scheme.
     """
-    from .default_plugins.evaluators import agrees, numbers_in
+    from .default_plugins.evaluators import agrees, numbers_in, numbers_with_spans
 
     kit = get_subject(subject)
     bank = load_bank(kit, kit.subject.bank, require_answers=True)
@@ -124,9 +124,23 @@ def check_calculations(subject: str, recompute: dict[str, dict[str | None, Calla
             where = f"{qid} [{final.key}]" if final.key else qid
             computed = recompute[qid][final.key]()
             assert agrees(computed, final.value, final.sig_figs), f"{where}: recomputed {computed:.6g}, recorded {final.value:g} to {final.sig_figs} s.f."
-            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(gold)), f"{where}: {final.value:g} is not in the gold answer"
-            assert final.unit.replace(" ", "") in gold.replace(" ", ""), f"{where}: unit {final.unit!r} is not in the gold answer"
+            written = [(start, end) for n, start, end in numbers_with_spans(gold) if agrees(n, final.value, final.sig_figs)]
+            assert written, f"{where}: {final.value:g} is not in the gold answer"
+            assert any(_unit_beside(gold, start, end, final.unit) for start, end in written), \
+                f"{where}: {final.value:g} is never written with its unit {final.unit!r} in the gold answer"
             scheme = " ".join(p.text for p in question.mark_scheme.points if p.part in (final.part, None)) + " " + question.mark_scheme.notes
             assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(scheme)), f"{where}: {final.value:g} is not in the mark scheme"
             checked += 1
     return checked
+
+
+def _unit_beside(text: str, start: int, end: int, unit: str) -> bool:
+    """Is `unit` written with the number at text[start:end]? After it ("15.1 cm"),
+    currency before it ("$2400", "$400 million"), or heading its table column ("f / cm")."""
+    if not unit:
+        return True
+    squeeze = lambda s: s.replace(" ", "")  # noqa: E731
+    prefix, _, rest = unit.partition(" ") if unit[0] in "$£€¥" else ("", "", unit)
+    before = not prefix or squeeze(text[max(0, start - 3):start]).endswith(prefix)
+    after = not rest or squeeze(text[end:end + 3 * len(rest) + 3]).startswith(squeeze(rest))
+    return (before and after) or f"/{squeeze(unit)}" in squeeze(text)

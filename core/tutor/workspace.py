@@ -3,9 +3,12 @@
   tutor-workspace/
     tutor.toml          # Config, validated below; later stages add sections
     templates/          # the user's prompt overrides, for every subject
+    cache/diagrams/     # compiled diagrams, by content: never compiled twice
     physics/
       templates/        # the user's prompt overrides for physics only
       bank/             # questions.jsonl, answers.jsonl, diagrams.jsonl
+      diagram-requests.jsonl  # DIAGRAM markers waiting for code (diagram extract)
+      diagrams/         # pictures rendered on request (diagram render)
       ...               # diagrams, datasets, adapters, reports (later stages)
 """
 
@@ -57,6 +60,11 @@ class Workspace:
 
     def subject_dir(self, subject: str) -> Path:
         return self.root / subject
+
+    @property
+    def cache_dir(self) -> Path:
+        """Content-addressed caches shared by every subject (compiled diagrams, ...)."""
+        return self.root / "cache"
 
     def bank_dir(self, subject: str) -> Path:
         return self.subject_dir(subject) / "bank"

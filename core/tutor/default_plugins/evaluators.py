@@ -37,7 +37,7 @@ def score_mcq(question: Question, reply: str) -> Score:
 
 _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
 _NUMBER = re.compile(
-    r"(?<![\w.^\-−])(?P<sign>[-−–]\s?)?(?P<mantissa>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?<![\w.^\-−])(?P<sign>[-−–]\s?)?(?P<mantissa>\d{1,3}(?:[, \u2009\u202f]\d{3})+(?![\d,])(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
     r"(?:\s*[×x*]\s*10\s*(?:\^|\*\*)?\s*\{?\(?(?P<exp>[-−+]?\d+)\)?\}?"
     r"|\s*[×x]\s*10(?P<sup>[⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)"
     r"|[eE](?P<e>[-+−]?\d+))?"
@@ -46,14 +46,24 @@ _NUMBER = re.compile(
 
 def numbers_in(text: str) -> list[float]:
     """Every number written in a text, in the forms exam answers use:
-    1,200  -3.5  −180  4.23 × 10^7  1.60 x 10^-19  6.63×10⁻³⁴  2.5e-3."""
+    1,200  14 400  -3.5  −180  4.23 × 10^7  1.60 x 10^-19  6.63×10⁻³⁴  2.5e-3."""
+    return [value for value, _, _ in numbers_with_spans(text)]
+
+
+def numbers_with_spans(text: str) -> list[tuple[float, int, int]]:
+    """Each number of a text with its start and end offsets (where a unit would sit).
+
+    "14 400" is one number in exam style, but "100 120 126" may be three data
+    values: digits grouped by spaces yield the whole and each group.
+    """
     found = []
     for m in _NUMBER.finditer(text):
-        value = float(m["mantissa"].replace(",", ""))
         exponent = m["exp"] or (m["sup"] and m["sup"].translate(_SUPERSCRIPT)) or m["e"]
-        if exponent:
-            value *= 10.0 ** int(exponent.replace("−", "-"))
-        found.append(-value if m["sign"] else value)
+        scale = 10.0 ** int(exponent.replace("−", "-")) if exponent else 1.0
+        sign = -1.0 if m["sign"] else 1.0
+        whole = re.sub(r"[, \u2009\u202f]", "", m["mantissa"])
+        readings = [whole] + (m["mantissa"].split(" ") if " " in m["mantissa"] else [])
+        found += [(sign * float(reading.replace(",", "")) * scale, m.start(), m.end()) for reading in readings]
     return found
 
 
@@ -71,7 +81,7 @@ def agrees(candidate: float, value: float, sig_figs: int | None) -> bool:
 def score_final_answers(question: Question, reply: str) -> Score:
     numbers = numbers_in(reply)
     found = [f for f in question.final_answers if any(agrees(n, f.value, f.sig_figs) for n in numbers)]
-    missing = [f"{f.part or 'answer'}: {f.value:g} {f.unit}".strip() for f in question.final_answers if f not in found]
+    missing = [f"{f.key or 'answer'}: {f.value:g} {f.unit}".strip() for f in question.final_answers if f not in found]
     return Score(marks=len(found), out_of=max(len(question.final_answers), 1), feedback="missing " + "; ".join(missing) if missing else "all final answers found")
 
 

@@ -1,0 +1,416 @@
+"""Diagram code to pictures: pdflatex in a sandbox, a content-addressed cache, many at once.
+
+Every input is untrusted model output, so each compile runs:
+  - in a private temporary job directory, with a minimal environment;
+  - with shell escape off twice over (-no-shell-escape and shell_escape=f),
+    and paranoid file access (openin_any=p, openout_any=p): no absolute
+    paths, no `..`, no dot files, for reading or writing;
+  - in its own process group, killed whole at the wall-clock timeout, with
+    limits on CPU time, memory and output file size, a page cap, and an input
+    size cap checked before TeX starts.
+Never lualatex: \\directlua runs code even with shell escape off (CVE-2023-32700).
+
+Speed: a format's preamble (TikZ, pgfplots... most of a compile's time) is
+dumped once into a precompiled .fmt with mylatexformat, and body-only
+diagrams compile against it; standalone documents have untrusted preambles
+and compile plainly. Many diagrams render in a thread pool (each job is a
+subprocess, so threads suffice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import TutorError
+from .models import DiagramFormat
+
+RENDERER_VERSION = 1  # part of every cache key: bump it when output would change
+
+# Which Debian package ships each TeX file our formats need, for one-line errors.
+DEBIAN_PACKAGE = {
+    "pdflatex": "texlive-latex-base",
+    "amsmath.sty": "texlive-latex-base",
+    "standalone.cls": "texlive-latex-extra",
+    "mylatexformat.ltx": "texlive-latex-extra",
+    "tikz.sty": "texlive-pictures",
+    "pgfplots.sty": "texlive-pictures",
+    "circuitikz.sty": "texlive-pictures",
+    "chemfig.sty": "texlive-pictures",
+    "simplekv.sty": "texlive-plain-generic",
+    "siunitx.sty": "texlive-science",
+    "mhchem.sty": "texlive-science",
+    "pdftoppm": "poppler-utils",
+    "pdftocairo": "poppler-utils",
+}
+TEXLIVE_PACKAGES = sorted({p for p in DEBIAN_PACKAGE.values()})
+
+# Failures that say nothing about the code (a busy machine, a broken TeX
+# install) are never cached: the same code may compile next time.
+NOT_THE_CODES_FAULT = ("stopped:", "pdflatex failed")
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 30.0  # wall clock, per pdflatex run
+    cpu_s: int = 30
+    memory_bytes: int = 2 << 30
+    file_bytes: int = 50 << 20  # largest file TeX may write (the PDF, the log)
+    max_pages: int = 8
+    max_input_bytes: int = 100_000  # a diagram is a few KB; 100 KB is already absurd
+    png_dpi: int = 150
+
+
+@dataclass
+class CompileError:
+    """Why a diagram did not render, concisely: the first error and where in the code."""
+
+    message: str
+    line: int | None = None  # in the code as given (the body, or the whole standalone document)
+    code_line: str | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        shown = f"\n    {self.code_line.strip()}" if self.code_line else ""
+        return f"{where}{self.message}{shown}"
+
+    def for_repair(self) -> str:
+        """The same facts, phrased for a model asked to fix its code."""
+        at = f" at line {self.line} of your code:\n    {self.code_line.strip()}\n" if self.line and self.code_line else ".\n"
+        return f"The code did not compile{at}pdflatex said: {self.message}\nFix the error and reply with the whole corrected code."
+
+
+@dataclass
+class Rendering:
+    key: str
+    format: str
+    ok: bool
+    pdf: Path | None = None
+    png: Path | None = None
+    svg: Path | None = None
+    error: CompileError | None = None
+    cached: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Job:
+    fmt: DiagramFormat
+    code: str
+    standalone: bool
+    key: str = field(init=False)
+
+    def __post_init__(self):
+        blob = json.dumps([RENDERER_VERSION, self.fmt.name, self.fmt.preamble, self.standalone, self.code])
+        self.key = hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Renderer:
+    """Compiles diagram code to PDF, PNG and SVG, caching by content under `cache_dir`."""
+
+    def __init__(self, cache_dir: Path, limits: Limits = Limits(), precompile: bool = True):
+        # Absolute: pdflatex runs in its own job directory and must still find our formats.
+        self.cache_dir, self.limits, self.precompile = Path(cache_dir).resolve(), limits, precompile
+        self._format_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    # --- public ---------------------------------------------------------------------
+
+    def render(self, fmt: DiagramFormat, code: str, standalone: bool = False) -> Rendering:
+        job = _Job(fmt, code, standalone)
+        start = time.perf_counter()
+        if cached := self._from_cache(job):
+            return cached
+        if refused := self._refuse(job):
+            return Rendering(job.key, fmt.name, False, error=refused)
+        entry = self._entry(job.key)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=entry.parent))
+        try:
+            error = self._compile(job, staging)
+            result = {"ok": error is None, "format": fmt.name, "error": asdict(error) if error else None}
+            if error and error.message.startswith(NOT_THE_CODES_FAULT):
+                return Rendering(job.key, fmt.name, False, error=error, seconds=time.perf_counter() - start)  # could pass next time: not cached
+            (staging / "result.json").write_text(json.dumps(result), encoding="utf-8")
+            try:
+                os.rename(staging, entry)  # atomic: readers see no entry or a whole one
+            except OSError:
+                pass  # another worker published the same key first; theirs is as good
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        rendering = self._from_cache(job)
+        rendering.cached, rendering.seconds = False, time.perf_counter() - start
+        return rendering
+
+    def render_many(self, jobs: Iterable[tuple[DiagramFormat, str, bool]], workers: int | None = None,
+                    progress: Callable[[Rendering], None] | None = None) -> list[Rendering]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = list(jobs)
+        # Twice the cores: a compile waits on process start-up and disk as well as CPU.
+        with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
+            futures = [pool.submit(self.render, fmt, code, standalone) for fmt, code, standalone in jobs]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                if progress:
+                    progress(results[-1])
+        return results
+
+    # --- checks before TeX ------------------------------------------------------------
+
+    def _refuse(self, job: _Job) -> CompileError | None:
+        size = len(job.code.encode())
+        if size > self.limits.max_input_bytes:
+            return CompileError(f"refused: the code is {size} bytes; the limit is {self.limits.max_input_bytes}")
+        if job.standalone:
+            if "\\documentclass" not in job.code:
+                return CompileError("refused: a standalone document needs \\documentclass")
+            return None
+        problems = job.fmt.check(job.code)
+        return CompileError("refused: " + "; ".join(problems)) if problems else None
+
+    # --- the sandboxed compile --------------------------------------------------------
+
+    def _compile(self, job: _Job, out: Path) -> CompileError | None:
+        """Compile in a private job directory; on success leave PDF, PNG and SVG in `out`."""
+        document = job.code if job.standalone else job.fmt.document(job.code)
+        given = job.code if job.standalone else job.code.strip()
+        offset = document.index(given)
+        offset = document[:offset].count("\n")
+        fmt_args: list[str] = []
+        formats_dir = None
+        if self.precompile and not job.standalone:
+            fmt_file = self._format_file(job.fmt)
+            fmt_args, formats_dir = [f"-fmt={fmt_file.stem}"], str(fmt_file.parent)
+        with tempfile.TemporaryDirectory(prefix="tutor-tex-") as tmp:
+            jobdir = Path(tmp)
+            (jobdir / "diagram.tex").write_text(document, encoding="utf-8")
+            for attempt in range(2):  # a second pass resolves `remember picture` (chemfig's curly arrows)
+                if failure := self._pdflatex(jobdir, [*fmt_args, "diagram.tex"], formats_dir):
+                    return _locate(failure, given, offset)
+                if attempt == 0 and not _needs_second_pass(jobdir):
+                    break
+            log = (jobdir / "diagram.log").read_text(encoding="utf-8", errors="replace")
+            pages = re.search(r"Output written on diagram\.pdf \((\d+) pages?", log)
+            if not pages:
+                return CompileError("the diagram produced no output (is the body empty?)")
+            if int(pages.group(1)) > self.limits.max_pages:
+                return CompileError(f"refused: {pages.group(1)} pages; the limit is {self.limits.max_pages}")
+            self._convert(jobdir)
+            for name in ("diagram.pdf", "diagram.png", "diagram.svg"):
+                shutil.copyfile(jobdir / name, out / name)
+        return None
+
+    def _pdflatex(self, jobdir: Path, args: list[str], formats_dir: str | None, ini: bool = False, jobname: str = "diagram") -> str | None:
+        """Run pdflatex in the sandbox; None on success, else the log's error text."""
+        require("pdflatex")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(jobdir),
+            "TEXMFOUTPUT": str(jobdir),
+            "TEXMFVAR": str(jobdir / ".texmf-var"),
+            "shell_escape": "f",
+            "openin_any": "p",
+            "openout_any": "p",
+            "max_print_line": "10000",  # no wrapped log lines: errors parse cleanly
+        }
+        if formats_dir:
+            env["TEXFORMATS"] = f"{formats_dir}:"  # trailing colon: then the default path
+        command = ["pdflatex", "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", *(["-ini"] if ini else []), *args]
+        limits = self.limits
+
+        def confine():  # runs in the child before exec
+            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+        process = subprocess.Popen(command, cwd=jobdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=confine)
+        try:
+            output, _ = process.communicate(timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return f"stopped: pdflatex ran past the {limits.timeout_s:g} s time limit and was killed"
+        if process.returncode < 0:
+            signame = signal.Signals(-process.returncode).name
+            reason = {"SIGXCPU": "the CPU time limit", "SIGXFSZ": "the output size limit", "SIGKILL": "a resource limit"}.get(signame, signame)
+            return f"stopped: pdflatex was stopped by {reason}"
+        if process.returncode != 0:
+            log_path = jobdir / f"{jobname}.log"
+            log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else output.decode(errors="replace")
+            return log
+        return None
+
+    def _format_file(self, fmt: DiagramFormat) -> Path:
+        """The precompiled format for a preamble, built once (per process and on disk)."""
+        name = "tutor-" + hashlib.sha256(f"{RENDERER_VERSION}\n{fmt.document('')}".encode()).hexdigest()[:16]
+        target = self.cache_dir / "formats" / f"{name}.fmt"
+        with self._lock:
+            lock = self._format_locks.setdefault(name, threading.Lock())
+        with lock:
+            if target.exists():
+                return target
+            require("mylatexformat.ltx")
+            with tempfile.TemporaryDirectory(prefix="tutor-fmt-") as tmp:
+                jobdir = Path(tmp)
+                (jobdir / "preamble.tex").write_text(fmt.document(""), encoding="utf-8")
+                error = self._pdflatex(jobdir, [f"-jobname={name}", "&pdflatex", "mylatexformat.ltx", "preamble.tex"], None, ini=True, jobname=name)
+                if error:
+                    raise TutorError(f"diagram format {fmt.name!r}: its preamble does not compile: {_first_error(error)}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(jobdir / f"{name}.fmt", target.with_suffix(".tmp"))
+                os.replace(target.with_suffix(".tmp"), target)
+        return target
+
+    def _convert(self, jobdir: Path) -> None:
+        require("pdftoppm")
+        for command in (
+            ["pdftoppm", "-png", "-r", str(self.limits.png_dpi), "-singlefile", "diagram.pdf", "diagram"],
+            ["pdftocairo", "-svg", "-f", "1", "-l", "1", "diagram.pdf", "diagram.svg"],
+        ):
+            subprocess.run(command, cwd=jobdir, check=True, capture_output=True, timeout=self.limits.timeout_s)
+
+    # --- the cache ----------------------------------------------------------------------
+
+    def _entry(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / key
+
+    def _from_cache(self, job: _Job) -> Rendering | None:
+        entry = self._entry(job.key)
+        try:
+            result = json.loads((entry / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if result["ok"]:
+            return Rendering(job.key, job.fmt.name, True, entry / "diagram.pdf", entry / "diagram.png", entry / "diagram.svg", cached=True)
+        return Rendering(job.key, job.fmt.name, False, error=CompileError(**result["error"]), cached=True)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def require(name: str) -> None:
+    """Fail with one line naming the Debian package when a tool or TeX file is missing."""
+    if name in _present:
+        return
+    found = shutil.which(name) if "." not in name else _kpsewhich(name)
+    if not found:
+        package = DEBIAN_PACKAGE.get(name, "the TeX Live package that provides it")
+        raise TutorError(f"{name} is missing: install {package} (apt-get install {package}, or ./run.sh, which installs it)")
+    _present.add(name)
+
+
+_present: set[str] = set()
+
+
+def require_format(fmt: DiagramFormat) -> None:
+    """Check up front that every package a format's preamble loads is installed."""
+    require("pdflatex")
+    for name in ["standalone.cls", *tex_files(fmt.preamble)]:
+        require(name)
+
+
+def tex_files(preamble: str) -> list[str]:
+    files = []
+    for group in re.findall(r"\\usepackage(?:\[[^\]]*\])?\{([^}]*)\}", preamble):
+        files += [f"{name.strip()}.sty" for name in group.split(",") if name.strip()]
+    return files
+
+
+def _kpsewhich(name: str) -> str | None:
+    if not shutil.which("kpsewhich"):
+        return None
+    result = subprocess.run(["kpsewhich", name], capture_output=True, text=True)
+    return result.stdout.strip() or None
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
+
+
+def _needs_second_pass(jobdir: Path) -> bool:
+    """TikZ `remember picture` (chemfig's \\chemmove) records positions for a second run;
+    LaTeX says "Rerun" for labels and references. Nothing else needs one."""
+    aux = (jobdir / "diagram.aux").read_text(errors="replace") if (jobdir / "diagram.aux").exists() else ""
+    log = (jobdir / "diagram.log").read_text(errors="replace") if (jobdir / "diagram.log").exists() else ""
+    return "\\pgfsyspdfmark" in aux or "Rerun to get" in log
+
+
+def _first_error(log: str) -> str:
+    if log.startswith("stopped:"):
+        return log
+    for line in log.splitlines():
+        if m := re.match(r"^(?:\S+\.(?:tex|sty|cls|code\.tex)):\d+: (.*)", line):
+            return m.group(1).strip()
+        if line.startswith("! "):
+            return line[2:].strip()
+    last = [line.strip() for line in log.splitlines() if line.strip()][-1:] or ["no output"]
+    return f"pdflatex failed without a TeX error; it said: {last[0][:200]}"
+
+
+def _locate(log: str, code: str, offset: int) -> CompileError:
+    """The first error, mapped back to a line of the code as the user gave it."""
+    message = _first_error(log)
+    if log.startswith("stopped:"):
+        return CompileError(message)
+    if m := re.search(r"File `([^']+)' not found", message):
+        package = DEBIAN_PACKAGE.get(m.group(1))
+        message += f" (a missing package{f': install {package}' if package else ''})"
+    line = None
+    if m := re.search(r"^\./diagram\.tex:(\d+):", log, re.MULTILINE):
+        line = int(m.group(1))
+    elif m := re.search(r"^l\.(\d+) ", log, re.MULTILINE):
+        line = int(m.group(1))
+    code_lines = code.splitlines()
+    if missing := re.search(r"File `([^']+?)(?:\.sty|\.cls)?' not found", message):
+        # TeX notices a missing package a line late; point at the line that loads it.
+        loading = [n for n, text in enumerate(code_lines, start=offset + 1) if missing.group(1) in text]
+        line = loading[0] if loading else line
+    if line is not None and 0 < line - offset <= len(code_lines):
+        return CompileError(message, line - offset, code_lines[line - offset - 1])
+    return CompileError(message)
+
+
+# --- the diagram stage over records ------------------------------------------------------
+
+
+def extract_requests(kit, answers, questions) -> tuple[list, int]:
+    """DIAGRAM markers of gold answers as diagram requests, one per (format, description).
+
+    Returns the requests and the number of markers read. The format is chosen
+    from each description and its question's type (SubjectKit.format_for).
+    """
+    from .models import DiagramRequest, normalise_text
+
+    by_id = {q.id: q for q in questions}
+    requests: dict[tuple[str, str], DiagramRequest] = {}
+    markers = 0
+    for answer in answers:
+        question = by_id.get(answer.question_id)
+        qtype = kit.types.get(question.type) if question else None
+        for marker in answer.diagrams:
+            markers += 1
+            fmt = kit.format_for(marker.description, qtype)
+            key = (fmt.name, normalise_text(marker.description).lower())
+            request = requests.setdefault(key, DiagramRequest(description=marker.description, format=fmt.name))
+            if answer.question_id not in request.question_ids:
+                request.question_ids.append(answer.question_id)
+    return list(requests.values()), markers
