@@ -112,3 +112,17 @@ def test_a_unit_must_be_written_with_its_number(text, unit, ok):
 
     _, start, end = numbers_with_spans(text)[0]
     assert _unit_beside(text, start, end, unit) is ok
+
+
+@pytest.mark.parametrize("reply", [
+    "```latex\n{body}\n```",
+    "Sure! Here is the diagram:\n\n```tex\n{body}\n```\n\nIt shows the force.",
+    "```\n\\usepackage{{tikz}}\n```\nthen\n```latex\n{body}\n```",  # the block with the environment wins
+    "```latex\n\\documentclass{{standalone}}\n\\usepackage{{tikz}}\n\\begin{{document}}\n{body}\n\\end{{document}}\n```",
+    "Here you go:\n{body}\nThis draws an arrow labelled F.",
+    "{body}",
+])
+def test_format_extracts_the_body_from_a_model_reply(reply):
+    tikz = registry().formats["tikz"]
+    body = "\\begin{tikzpicture}\n  \\draw[->] (0,0) -- (1,0) node[right] {$F$};\n\\end{tikzpicture}"
+    assert tikz.extract(reply.format(body=body)) == body

@@ -339,9 +339,22 @@ class DiagramFormat(Model):
         return f"\\documentclass[border=4pt]{{standalone}}\n{self.preamble.strip()}\n\\begin{{document}}\n{body.strip()}\n\\end{{document}}\n"
 
     def extract(self, reply: str) -> str:
-        """The code in a model reply: the first fenced block if any, else the reply."""
-        fenced = re.search(r"```[a-zA-Z]*\n(.*?)```", reply, re.DOTALL)
-        return (fenced.group(1) if fenced else reply).strip()
+        """The body in a model's reply, however it was wrapped.
+
+        Takes the fenced block that holds the environment (else the first
+        fenced block, else the reply); cuts a whole document down to what lies
+        between \\begin{document} and \\end{document}; and without fences, drops
+        prose before the first \\begin{environment} and after the last \\end{...}.
+        """
+        blocks = re.findall(r"```[\w-]*[ \t]*\n(.*?)```", reply, re.DOTALL)
+        marker = f"\\begin{{{self.environment}}}" if self.environment else None
+        code = next((b for b in blocks if marker and marker in b), blocks[0] if blocks else reply)
+        if document := re.search(r"\\begin\{document\}(.*?)\\end\{document\}", code, re.DOTALL):
+            code = document.group(1)
+        elif not blocks and marker and marker in code:
+            end = f"\\end{{{self.environment}}}"
+            code = code[code.index(marker): code.rindex(end) + len(end)] if end in code else code[code.index(marker):]
+        return code.strip()
 
     def check(self, body: str) -> list[str]:
         """Cheap static problems, found before anything is compiled."""
