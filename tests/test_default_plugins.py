@@ -41,10 +41,15 @@ def test_mcq_reward_scores_a_batch(mcq):
     assert reward.score([mcq, mcq, mcq], ["Answer: C", "Answer: A", "no idea"]) == [1.0, 0.0, 0.0]
 
 
-def test_jsonl_source_reads_records_with_a_bom(tmp_path):
+def test_file_sources_read_records_with_where_they_came_from(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text("\ufeff" + json.dumps({"stem": "x"}) + "\n\n" + json.dumps({"stem": "y"}) + "\n", encoding="utf-8")
-    assert list(registry().sources["jsonl"].fetch(str(path))) == [{"stem": "x"}, {"stem": "y"}]
+    path.write_text("\ufeff" + json.dumps({"stem": "x"}) + "\n\nnot json\n" + json.dumps({"stem": "y"}) + "\n", encoding="utf-8")
+    assert list(registry().sources["jsonl"].fetch(str(path))) == [
+        (f"{path}:1", {"stem": "x"}), (f"{path}:3", {"__error__": "not valid JSON: Expecting value at column 1"}), (f"{path}:4", {"stem": "y"})]
+    csv_path = tmp_path / "q.csv"
+    csv_path.write_text('stem;marks\n"two\nlines";3\nplain;1\n', encoding="utf-8")
+    assert list(registry().sources["csv"].fetch(str(csv_path))) == [
+        (f"{csv_path}:2", {"stem": "two\nlines", "marks": "3"}), (f"{csv_path}:4", {"stem": "plain", "marks": "1"})]
 
 
 def test_tikz_format_wraps_checks_and_extracts():

@@ -33,7 +33,7 @@ EXERCISED_BY = {
     "register_prompt_templates": "tests/test_prompts.py::test_lookup_order_user_then_subject_then_core",
     "register_diagram_formats": "tests/test_default_plugins.py::test_tikz_format_wraps_checks_and_extracts",
     "register_evaluators": "tests/test_default_plugins.py::test_mcq_evaluator_extracts_the_chosen_option",
-    "register_sources": "tests/test_default_plugins.py::test_jsonl_source_reads_records_with_a_bom",
+    "register_sources": "tests/test_default_plugins.py::test_file_sources_read_records_with_where_they_came_from",
     "register_rewards": "tests/test_default_plugins.py::test_mcq_reward_scores_a_batch",
     "register_commands": "tests/test_plugins.py::test_a_plugin_adds_a_cli_command",
 }

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .errors import Problem, UnknownName, ValidationFailed
 from .jsonl import iter_jsonl
-from .models import Diagram, GoldAnswer, Question, QuestionType
+from .models import Diagram, GoldAnswer, Question, QuestionType, normalise_text
 from .registry import SubjectKit, registry
 
 QUESTIONS, ANSWERS, DIAGRAMS = "questions.jsonl", "answers.jsonl", "diagrams.jsonl"
@@ -72,8 +72,11 @@ def load_bank(kit: SubjectKit, path: Path, *, require_answers: bool = False) -> 
         for line, question in questions:
             if question.id not in answered:
                 problems.append(Problem(str(files[QUESTIONS]), line, "id", f"question {question.id} has no gold answer in {ANSWERS}"))
+    asked = {}  # question id -> the diagram descriptions its gold answers ask for
+    for _, answer in answers:
+        asked.setdefault(answer.question_id, set()).update(normalise_text(m.description) for m in answer.diagrams)
     for line, diagram in diagrams:
-        check.diagram(str(files[DIAGRAMS]), line, diagram, by_id)
+        check.diagram(str(files[DIAGRAMS]), line, diagram, by_id, asked)
     if problems:
         raise ValidationFailed(problems)
     return Bank([q for _, q in questions], [a for _, a in answers], [d for _, d in diagrams])
@@ -123,9 +126,11 @@ class _Checker:
             if score.marks != score.out_of:
                 self.problem(file, line, "text", f"the MCQ gold answer does not commit to the key ({score.feedback})")
 
-    def diagram(self, file: str, line: int, diagram: Diagram, by_id: dict[str, Question]) -> None:
+    def diagram(self, file: str, line: int, diagram: Diagram, by_id: dict[str, Question], asked: dict[str, set[str]]) -> None:
         if diagram.question_id and diagram.question_id not in by_id:
             self.problem(file, line, "question_id", f"no question with id {diagram.question_id!r}")
+        elif diagram.question_id and asked and normalise_text(diagram.description) not in asked.get(diagram.question_id, set()):
+            self.problem(file, line, "description", f"not the description of any (DIAGRAM: ...) marker in the gold answer to {diagram.question_id}")
         formats = registry().formats
         if diagram.format not in formats:
             self.problem(file, line, "format", f"unknown diagram format {diagram.format!r}; valid: {', '.join(sorted(formats))}")

@@ -168,6 +168,7 @@ class FinalAnswer(Model):
 class Source(Model):
     name: str = Field(description="Where it came from: a bank name, a file, a site.")
     url: str | None = None
+    line: int | None = Field(default=None, description="The line of the file it was imported from.")
     collected_at: datetime | None = None
 
 
@@ -390,7 +391,8 @@ class QuestionSource(Model):
 
     name: str = Field(pattern=SLUG)
     description: str
-    fetch: Callable[[str], Iterable[dict]] = Field(description="Given a location (file or URL), yields raw question records.")
+    fetch: Callable[..., Iterable[tuple[str, dict]]] = Field(
+        description="fetch(location, **options) yields (where, record): where each raw record came from ('file:line' or a URL) and the record.")
 
 
 class Reward(Model):

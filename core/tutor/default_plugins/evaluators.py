@@ -38,7 +38,7 @@ def score_mcq(question: Question, reply: str) -> Score:
 _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
 _NUMBER = re.compile(
     r"(?<![\w.^\-−])(?P<sign>[-−–]\s?)?(?P<mantissa>\d{1,3}(?:[, \u2009\u202f]\d{3})+(?![\d,])(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-    r"(?:\s*[×x*]\s*10\s*(?:\^|\*\*)?\s*\{?\(?(?P<exp>[-−+]?\d+)\)?\}?"
+    r"(?:\s*[×x*]\s*10\s*(?:\^|\*\*)\s*\{?\(?(?P<exp>[-−+]?\d+)\)?\}?"
     r"|\s*[×x]\s*10(?P<sup>[⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)"
     r"|[eE](?P<e>[-+−]?\d+))?"
 )

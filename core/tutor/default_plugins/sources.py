@@ -1,19 +1,11 @@
-"""The simplest question source: a JSON Lines file of question records."""
-
-import json
-from pathlib import Path
+"""The core's question sources: exported files. Scrapers register the same way."""
 
 from tutor import hookimpl
+from tutor.collect import read_csv, read_jsonl_records
 from tutor.models import QuestionSource
-
-
-def read_records(location: str):
-    with open(Path(location), encoding="utf-8-sig") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
 
 
 @hookimpl
 def register_sources(register):
-    register(QuestionSource(name="jsonl", description="Question records, one JSON object per line.", fetch=read_records))
+    register(QuestionSource(name="csv", description="A CSV export: one question per row, columns mapped to fields.", fetch=read_csv))
+    register(QuestionSource(name="jsonl", description="JSON Lines: one question record per line.", fetch=read_jsonl_records))

@@ -23,7 +23,7 @@ RECOMPUTE = {
         None: lambda: -math.log10(1.00e-14 / (2 * 0.0100)),
     },
     # alevel-mcq, redox: Standard electrode potentials are given.
-    "f1707594aabf2e1d": {
+    "6767cdb4bab36ee7": {
         None: lambda: 1.36 - 0.77,
     },
     # alevel-mcq, organic: How many isomers, including stereoisomers, have the molecular formula 
@@ -159,7 +159,7 @@ RECOMPUTE = {
         "e": lambda: 2 * 0.20 * 30 / 24 * (14 + 3 * 1),
     },
     # igcse-calculation, kinetics: A student adds 0.12 g of magnesium ribbon to 50.0 cm³ of 0.50 mol/dm³ 
-    "89a546e6ea786c36": {
+    "690b0a65b8fb68cd": {
         "a": lambda: 0.12 / 24,
         "b": lambda: 0.50 * 50.0 / 1000,
         "c": lambda: 0.12 / 24 * 24 * 1000,

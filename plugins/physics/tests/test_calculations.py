@@ -15,7 +15,7 @@ RECOMPUTE = {
         None: lambda: 6.63e-34 * 3.00e8 / 250e-9 - 3.2 * 1.60e-19,
     },
     # alevel-mcq, fields: Two parallel metal plates are 4.0 mm apart in a vacuum. The 
-    "ae13ba51e27ee61f": {
+    "63815c511f22edbd": {
         None: lambda: 1.60e-19 * 600 / 4.0e-3,
     },
     # alevel-mcq, nuclear: A nucleus of uranium-238 (nucleon number 238, proton number 
@@ -28,7 +28,7 @@ RECOMPUTE = {
         None: lambda: 1700 * 0.20,
     },
     # igcse-mcq, electricity: A 4.0 Ω resistor and a 12 Ω resistor are connected in parall
-    "c6b9687bd184eb78": {
+    "50c72ddeebdf8922": {
         None: lambda: 1 / (1 / 4.0 + 1 / 12),
     },
     # alevel-structured, waves: A horizontal string is attached at one end to a vibration ge
@@ -115,7 +115,7 @@ RECOMPUTE = {
         "c": lambda: 200 + 300 + 400,
     },
     # igcse-practical, materials: A student investigates how the extension of a spring depends
-    "f27aa45cb73ff9d5": {
+    "2fbca5ec2dcd6348": {
         "c": lambda: (36 - 4) / (4.5 - 0.5),
         "d": lambda: 1 / ((36 - 4) / (4.5 - 0.5) * 1e-3),
     },
@@ -177,7 +177,7 @@ RECOMPUTE = {
         "d": lambda: 0.5 * 20 * 20 * 1.80 / (1.2e-7 * 1.2e11),
     },
     # alevel-structured, nuclear: A nucleus of helium-4 consists of 2 protons and 2 neutrons. 
-    "11b17fb769ac540c": {
+    "d52defec0542d6ab": {
         "b(i)": lambda: (2 * 1.00728 + 2 * 1.00867 - 4.00150) * 1.66e-27,
         "b(ii)": lambda: (2 * 1.00728 + 2 * 1.00867 - 4.00150) * 1.66e-27 * (3.00e8) ** 2 / 1.60e-13 / 4,
     },
