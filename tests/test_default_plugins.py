@@ -105,6 +105,7 @@ def test_space_grouped_digits_read_both_ways():
 @pytest.mark.parametrize("text, unit, ok", [
     ("v = 15.1 cm", "cm", True),
     ("f / cm\n15.1", "cm", True),
+    ("v / m/s\n\nLater: 15.1 hours", "m/s", False),  # a heading in another block does not count
     ("costs $2400 a year", "$", True),
     ("spending of $400 million", "$ million", True),
     ("spending of 400 million", "$ million", False),

@@ -107,3 +107,8 @@ def test_final_answers_need_distinct_keys():
     assert "final answers share a key ['b']: give each a part or a label" in errors(data)
     labelled = question(final_answers=[{"part": "b", "label": "d", "value": 1, "unit": "m"}, {"part": "b", "label": "t", "value": 2, "unit": "s"}])
     assert [f.key for f in Question.model_validate(labelled).final_answers] == ["b:d", "b:t"]
+
+
+def test_a_levelled_part_takes_no_marking_points():
+    data = question(parts=[], marks=8, mark_scheme={"points": [{"text": "x"}], "levels": [{"level": 1, "marks": [1, 8], "descriptor": "d"}]})
+    assert "question is marked by levels, so its marking points would be marks on top" in errors(data)

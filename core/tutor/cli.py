@@ -339,15 +339,17 @@ def diagram_render(state, source, format_name, standalone, out):
 
 @diagram.command("check")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also copy every PNG here, to look at them.")
-@click.option("--workers", type=int, help="Parallel compiles (default: one per core).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write every PNG here, to look at them.")
+@click.option("--dpi", type=click.IntRange(50, 1200), help="Resolution of the PNGs written to --out (default: the cached 150).")
+@click.option("--workers", type=int, help="Parallel compiles (default: two per core).")
 @pass_state
-def diagram_check(state, path, out, workers):
+def diagram_check(state, path, out, dpi, workers):
     """Compile every diagram of a bank folder or diagrams JSONL file (default: the bundled bank).
 
     Prints the compile rate per format and each failure with its concise error; exits 1 if any fail.
     """
     import shutil
+    import subprocess
 
     from .bank import DIAGRAMS, load_bank
     from .diagrams import require_format
@@ -375,7 +377,9 @@ def diagram_check(state, path, out, workers):
     if out:
         out.mkdir(parents=True, exist_ok=True)
         for diagram, result in zip(diagrams, results):
-            if result.ok:
+            if result.ok and dpi:  # e.g. 400 to see where a curly arrow starts
+                subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(result.pdf), str(out / f"{diagram.format}-{diagram.id}")], check=True)
+            elif result.ok:
                 shutil.copyfile(result.png, out / f"{diagram.format}-{diagram.id}.png")
     failures = [(d, r) for d, r in zip(diagrams, results) if not r.ok]
     for diagram, result in failures:

@@ -231,6 +231,8 @@ class Question(Model):
         # Each part (or the whole question) must be markable to its full marks.
         for label, marks in [(p.label, p.marks) for p in self.parts] or [(None, self.marks)]:
             levels = [lv for lv in scheme.levels if lv.part == label]
+            if levels and any(p.part == label for p in scheme.points):
+                raise ValueError(f"{_where(label)} is marked by levels, so its marking points would be marks on top: put them in notes as indicative content")
             if levels:
                 # Separate strands (tables) add up: e.g. 8 for analysis + 4 for evaluation.
                 strands = {lv.strand for lv in levels}

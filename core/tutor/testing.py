@@ -128,20 +128,25 @@ def check_calculations(subject: str, recompute: dict[str, dict[str | None, Calla
             assert written, f"{where}: {final.value:g} is not in the gold answer"
             assert any(_unit_beside(gold, start, end, final.unit) for start, end in written), \
                 f"{where}: {final.value:g} is never written with its unit {final.unit!r} in the gold answer"
-            # Marking points only: notes may quote wrong answers as common errors.
-            scheme = " ".join(p.text for p in question.mark_scheme.points if p.part in (final.part, None))
-            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(scheme)), f"{where}: {final.value:g} is not in the marking points"
+            # Marking points only (notes may quote wrong answers as common errors),
+            # unless the part is marked by levels: then its descriptors and notes.
+            ms = question.mark_scheme
+            levelled = [lv.descriptor for lv in ms.levels if lv.part == final.part]
+            scheme = " ".join(levelled + [ms.notes]) if levelled else " ".join(p.text for p in ms.points if p.part in (final.part, None))
+            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(scheme)), f"{where}: {final.value:g} is not in the mark scheme's points"
             checked += 1
     return checked
 
 
 def _unit_beside(text: str, start: int, end: int, unit: str) -> bool:
     """Is `unit` written with the number at text[start:end]? After it ("15.1 cm"),
-    currency before it ("$2400", "$400 million"), or heading its table column ("f / cm")."""
+    currency before it ("$2400", "$400 million"), or heading its table column
+    ("f / cm" earlier in the same block of lines, with no blank line between)."""
     if not unit:
         return True
     squeeze = lambda s: s.replace(" ", "")  # noqa: E731
     prefix, _, rest = unit.partition(" ") if unit[0] in "$£€¥" else ("", "", unit)
     before = not prefix or squeeze(text[max(0, start - 3):start]).endswith(prefix)
     after = not rest or squeeze(text[end:end + 3 * len(rest) + 3]).startswith(squeeze(rest))
-    return (before and after) or f"/{squeeze(unit)}" in squeeze(text)
+    block = text[:start].rsplit("\n\n", 1)[-1]
+    return (before and after) or f"/{squeeze(unit)}" in squeeze(block)
