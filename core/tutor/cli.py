@@ -298,6 +298,48 @@ def collect_import(state, file, source_name, mapping, columns, defaults, encodin
         click.echo(f"rejected rows, with reasons: {bank_dir / 'rejects.jsonl'}")
 
 
+@collect.command("scrape")
+@click.argument("site", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--delay", type=click.FloatRange(0), help="Seconds between requests to one host (default: the site file's, else 1).")
+@pass_state
+def collect_scrape(state, site, delay):
+    """Scrape a question-bank site described by a TOML file into the workspace bank.
+
+    Pages are cached as they are fetched: after a crash or Ctrl-C, run the same
+    command again and only the rest is fetched. Credentials come from the
+    environment variables the site file names.
+    """
+    from .collect import Importer, Mapping
+    from .registry import registry
+    from .scrape import Session, SiteConfig
+
+    kit = state.kit()
+    config = SiteConfig.load(site)
+    sources = registry().sources
+    if config.adapter not in sources:
+        raise UnknownName("question source", config.adapter, list(sources))
+    if delay is not None:
+        config = config.model_copy(update={"delay": delay})
+    bank_dir = state.workspace.bank_dir(kit.name)
+    session = Session(config, state.workspace.subject_dir(kit.name) / "scrape" / config.name)
+    mapping = Mapping.build(defaults=[f"{k}={v}" for k, v in config.defaults.items()])
+    try:
+        with Importer(kit, bank_dir, mapping) as importer, _progress(None, f"scraping {config.name}") as advance:
+            for where, record in sources[config.adapter].fetch(config.start, session=session, images_dir=bank_dir / "images"):
+                importer.add(where, record)
+                advance()
+    except KeyboardInterrupt:
+        raise TutorError(f"interrupted after {session.requests} requests; everything collected is saved: run the same command to resume") from None
+    finally:
+        session.close()
+    report = importer.report
+    _table(["read", "imported", "duplicate", "near-duplicate", "rejected", "requests", "cached pages"],
+           [tuple(str(n) for n in (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected, session.requests, session.from_cache))])
+    click.echo(f"bank: {report.bank}")
+    if report.rejected:
+        click.echo(f"rejected questions, with reasons: {bank_dir / 'rejects.jsonl'}")
+
+
 @cli.group()
 def diagram():
     """Render diagram code to pictures, check a bank's diagrams, extract DIAGRAM markers."""

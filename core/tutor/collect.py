@@ -184,6 +184,8 @@ def to_question_data(fields: dict, subject: str, source: Source) -> dict:
         data["mark_scheme"] = {"points": [{"text": data["key"]}]}  # for an MCQ the key is the scheme
     if data.get("marks") is None and data.get("options"):
         data["marks"] = 1  # an MCQ is worth one mark unless the export says otherwise
+    if data.get("marks") is None and isinstance(data.get("parts"), list):
+        data["marks"] = sum(p.get("marks") or 0 for p in data["parts"] if isinstance(p, dict))
     return data
 
 
@@ -229,71 +231,105 @@ class ImportReport:
 
 def import_questions(kit: SubjectKit, records: Iterable[tuple[str, dict]], bank_dir: Path, mapping: Mapping,
                      near_threshold: float = 0.8, progress: Callable[[], None] | None = None) -> ImportReport:
-    import gc
-
-    # The index holds ~1M small objects at 100k questions and none of them form
-    # cycles: the cyclic collector would rescan them all, again and again.
-    gc.disable()
-    try:
-        return _import(kit, records, bank_dir, mapping, near_threshold, progress)
-    finally:
-        gc.enable()
+    """Import every record; see Importer."""
+    with Importer(kit, bank_dir, mapping, near_threshold) as importer:
+        for where, row in records:
+            importer.add(where, row)
+            if progress:
+                progress()
+    return importer.report
 
 
-def _import(kit, records, bank_dir, mapping, near_threshold, progress) -> ImportReport:
-    bank_dir.mkdir(parents=True, exist_ok=True)
-    questions_file = bank_dir / QUESTIONS
-    report = ImportReport(bank=questions_file)
-    seen: set[str] = set()
-    near = NearDuplicateIndex(near_threshold)
-    if questions_file.exists():  # what earlier imports collected: never imported twice
-        for _, question in iter_jsonl(questions_file, Question, []):
-            seen.add(question.id)
-            near.add(question.id, _text(question))
-    batch: list[Question] = []
-    header_checked = False
-    for where, row in records:
+class Importer:
+    """Adds records to a bank one at a time; `flush()` makes everything added so far durable.
+
+    A scraper flushes after each page before recording the page as collected,
+    so a crash can never lose questions from a page it will not fetch again.
+    """
+
+    def __init__(self, kit: SubjectKit, bank_dir: Path, mapping: Mapping, near_threshold: float = 0.8):
+        self.kit, self.bank_dir, self.mapping = kit, bank_dir, mapping
+        bank_dir.mkdir(parents=True, exist_ok=True)
+        self.report = ImportReport(bank=bank_dir / QUESTIONS)
+        self._seen: set[str] = set()
+        self._near = NearDuplicateIndex(near_threshold)
+        self._batch: list[Question] = []
+        self._header_checked = False
+
+    def __enter__(self) -> Importer:
+        import gc
+
+        # The index holds ~1M small objects at 100k questions and none of them
+        # form cycles: the cyclic collector would rescan them all, again and again.
+        gc.disable()
+        if self.report.bank.exists():  # what earlier imports collected: never imported twice
+            for _, question in iter_jsonl(self.report.bank, Question, []):
+                self._seen.add(question.id)
+                self._near.add(question.id, _text(question))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import gc
+
+        try:
+            self.flush()
+        finally:
+            gc.enable()
+
+    def add(self, where: str, row: dict) -> None:
+        report = self.report
         report.read += 1
-        if progress:
-            progress()
-        if not header_checked:
-            header_checked = True
-            if missing := mapping.missing_columns(row):
+        if not self._header_checked:
+            self._header_checked = True
+            if missing := self.mapping.missing_columns(row):
                 raise TutorError(f"{where.rsplit(':', 1)[0]}: no column(s) {missing}; the file has {sorted(row)}")
-        question, reason = _question(kit, row, where, mapping)
+        question, reason = _question(self.kit, row, where, self.mapping)
         if question is None:
             report.rejected += 1
             file, _, line = where.rpartition(":")
-            append_jsonl(bank_dir / REJECTS, [_Reject(file=file, line=int(line) if line.isdigit() else None, where=where, reason=reason, row=row)])
-            continue
-        if question.id in seen:
+            row = {k: v for k, v in row.items() if k != "__source__"}
+            append_jsonl(self.bank_dir / REJECTS, [_Reject(file=file, line=int(line) if line.isdigit() else None, where=where, reason=reason, row=row)])
+            return
+        if question.id in self._seen:
             report.duplicate += 1
-            continue
-        seen.add(question.id)
-        if pairs := near.add(question.id, _text(question)):
+            return
+        self._seen.add(question.id)
+        if pairs := self._near.add(question.id, _text(question)):
             report.near_duplicate += 1
             report.near_pairs += pairs
-            append_jsonl(bank_dir / NEAR_DUPLICATES, [_Near(id=p.new_id, similar_to=p.old_id, similarity=p.similarity, where=where) for p in pairs])
-        batch.append(question)
+            append_jsonl(self.bank_dir / NEAR_DUPLICATES, [_Near(id=p.new_id, similar_to=p.old_id, similarity=p.similarity, where=where) for p in pairs])
+        self._batch.append(question)
         report.imported += 1
-        if len(batch) >= BATCH:
-            append_jsonl(questions_file, batch)
-            batch.clear()
-    append_jsonl(questions_file, batch)
-    return report
+        if len(self._batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        append_jsonl(self.report.bank, self._batch)
+        self._batch.clear()
+
+
+# Text that addresses a model rather than a student. Hidden copies are already
+# dropped with the HTML; a visible one means the page is not a plain question.
+_INSTRUCTIONS = re.compile(r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|all)\b.{0,20}\b(instructions|prompts?|rules)\b|\bsystem prompt\b", re.IGNORECASE)
 
 
 def _question(kit: SubjectKit, row: dict, where: str, mapping: Mapping) -> tuple[Question | None, str]:
     if "__error__" in row:
         return None, row["__error__"]
-    file, _, line = where.rpartition(":")
-    source = Source(name=Path(file).name, line=int(line) if line.isdigit() else None)
+    if "__source__" in row:  # a scraper says where and when
+        source = Source.model_validate(row["__source__"])
+    else:
+        file, _, line = where.rpartition(":")
+        source = Source(name=Path(file).name, line=int(line) if line.isdigit() else None)
     try:
         question = Question.model_validate(to_question_data(mapping.apply(row), kit.name, source))
     except (ValueError, ValidationError) as err:
         if isinstance(err, ValidationError):
             return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'question'}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())
         return None, str(err)
+    text = _text(question)
+    if _INSTRUCTIONS.search(text):
+        return None, "the text reads as instructions to a model, not an exam question: check the source by hand"
     problems: list[Problem] = []
     _Checker(kit, problems).question(where, 0, question)
     if problems:
