@@ -38,9 +38,17 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   python3 -m venv "$VENV"
 fi
-say "installing tutor and its subject plugins into $VENV"
+# PyTorch first, and pinned: left to the `train` extra, pip would take torch's
+# default Linux build, which pulls GBs of CUDA libraries. torch==2.13.0 is the
+# CPU build here. A torch already installed (a CUDA build, say) is kept;
+# TUTOR_TORCH names another requirement, e.g. for a GPU machine.
+if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+  say "installing PyTorch (${TUTOR_TORCH:-torch==2.13.0}) into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${TUTOR_TORCH:-torch==2.13.0}"
+fi
+say "installing tutor, its training stack and its subject plugins into $VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  -e ".[test]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
+  -e ".[test,train]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
 tutor="$VENV/bin/tutor"
 
 case "$task" in

@@ -142,7 +142,7 @@ def test_help_does_not_import_torch_or_load_heavy_modules():
         "import sys\n"
         "from tutor.cli import cli\n"
         "try:\n    cli(['--help'], prog_name='tutor')\nexcept SystemExit:\n    pass\n"
-        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'jinja2', 'openai', 'numpy', 'bs4', 'selenium', 'rich') if m in sys.modules))"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets', 'huggingface_hub', 'jinja2', 'openai', 'numpy', 'bs4', 'selenium', 'rich') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out and "Commands:" in out
@@ -150,9 +150,11 @@ def test_help_does_not_import_torch_or_load_heavy_modules():
 
 def test_config_defaults_and_validation(tmp_path):
     result = run("--workspace", str(tmp_path), "config")
-    assert result.exit_code == 0 and json.loads(result.output)["config"] == {"templates": None}
-    (tmp_path / "tutor.toml").write_text('templates = "my-prompts"\n')
-    assert json.loads(run("--workspace", str(tmp_path), "config").output)["config"] == {"templates": "my-prompts"}
+    config = json.loads(result.output)["config"]
+    assert result.exit_code == 0 and config["templates"] is None and config["teacher"]["preset"] == "deepseek-reasoner"
+    (tmp_path / "tutor.toml").write_text('templates = "my-prompts"\n[teacher]\npreset = "local"\n')
+    config = json.loads(run("--workspace", str(tmp_path), "config").output)["config"]
+    assert (config["templates"], config["teacher"]["preset"]) == ("my-prompts", "local")
     (tmp_path / "tutor.toml").write_text('templtes = "typo"\n')
     result = run("--workspace", str(tmp_path), "config")
     assert result.exit_code == 1

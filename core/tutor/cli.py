@@ -514,6 +514,16 @@ def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+from .teach_cli import teach  # noqa: E402 - stage groups live in their own modules
+
+cli.add_command(teach)
+
+from .train_cli import dataset, models  # noqa: E402 - the training stage's commands
+
+cli.add_command(models)
+cli.add_command(dataset)
+
+
 def main() -> None:
     cli(prog_name="tutor")
 

@@ -4,6 +4,7 @@
     tutor.toml          # Config, validated below; later stages add sections
     templates/          # the user's prompt overrides, for every subject
     cache/diagrams/     # compiled diagrams, by content: never compiled twice
+    cache/teacher/      # every teacher reply, by request: never paid for twice
     physics/
       templates/        # the user's prompt overrides for physics only
       bank/             # questions.jsonl, answers.jsonl, diagrams.jsonl
@@ -19,18 +20,118 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .models import Model
 
 CONFIG_FILE = "tutor.toml"
 
+# Teacher presets: where each provider listens, which variable holds its key,
+# and list prices in US$ per million tokens (for estimates only; set
+# price_input/price_output to your own contract). A preset fills only what
+# tutor.toml leaves out. An empty api_key_env means the server needs no key.
+TEACHER_PRESETS: dict[str, dict] = {
+    "deepseek-reasoner": {  # DeepSeek R1: writes its reasoning apart, in reasoning_content
+        "base_url": "https://api.deepseek.com", "model": "deepseek-reasoner", "api_key_env": "DEEPSEEK_API_KEY",
+        "max_tokens": 16384, "price_input": 0.28, "price_output": 0.42, "reasoning_tokens": 2000,
+    },
+    "deepseek-chat": {
+        "base_url": "https://api.deepseek.com", "model": "deepseek-chat", "api_key_env": "DEEPSEEK_API_KEY",
+        "temperature": 0.7, "max_tokens": 4096, "price_input": 0.28, "price_output": 0.42,
+    },
+    "openai": {
+        "base_url": "https://api.openai.com/v1", "model": "gpt-4.1", "api_key_env": "OPENAI_API_KEY",
+        "temperature": 0.7, "max_tokens": 4096, "price_input": 2.0, "price_output": 8.0,
+    },
+    "ollama": {"base_url": "http://127.0.0.1:11434/v1", "api_key_env": "", "max_tokens": 4096, "price_input": 0.0, "price_output": 0.0},
+    "local": {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "", "max_tokens": 4096, "price_input": 0.0, "price_output": 0.0},  # vLLM, tutor serve
+}
+# What neither tutor.toml nor the preset sets.
+_TEACHER_DEFAULTS = {"max_tokens": 4096, "concurrency": 16, "timeout": 600.0, "deadline": 1800.0, "backoff": 1.0, "stream": True,
+                     "repair_rounds": 2, "price_input": 0.0, "price_output": 0.0, "reasoning_tokens": 0}
+
+
+class TeacherConfig(Model):
+    """[teacher] in tutor.toml: the OpenAI-compatible model that writes gold answers and diagram code.
+
+    Every value may also come from the environment as TUTOR_TEACHER_<NAME>
+    (e.g. TUTOR_TEACHER_BASE_URL), which wins over the file. The API key itself
+    is only ever read from the variable `api_key_env` names, never stored.
+    """
+
+    preset: str = Field(default="deepseek-reasoner", description=f"Fills what is not set here: {', '.join(TEACHER_PRESETS)}.")
+    base_url: str | None = Field(default=None, description="The API's base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM.")
+    model: str | None = None
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the API key; '' for none.")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="None: the server's default (DeepSeek's reasoner ignores it).")
+    max_tokens: int | None = Field(default=None, ge=1, description="Per request, reasoning included.")
+    concurrency: int | None = Field(default=None, ge=1, le=1024, description="Requests in flight at once.")
+    timeout: float | None = Field(default=None, gt=0, description="Seconds one request may take.")
+    deadline: float | None = Field(default=None, gt=0, description="Seconds one item may take over all its retries.")
+    backoff: float | None = Field(default=None, ge=0, description="Seconds before retrying a failure the server gave no Retry-After for; doubles each time, up to 60.")
+    stream: bool | None = Field(default=None, description="Stream replies (server-sent events); turn off for servers without stream_options.")
+    budget_requests: int | None = Field(default=None, ge=0, description="Stop a run after this many requests sent.")
+    budget_tokens: int | None = Field(default=None, ge=0, description="Stop a run after this many tokens (prompt + completion) used.")
+    price_input: float | None = Field(default=None, ge=0, description="US$ per million prompt tokens, for cost estimates.")
+    price_output: float | None = Field(default=None, ge=0, description="US$ per million completion tokens, for cost estimates.")
+    reasoning_tokens: int | None = Field(default=None, ge=0, description="Reasoning tokens expected per reply, for --dry-run estimates.")
+    repair_rounds: int | None = Field(default=None, ge=0, le=10, description="Times a diagram that does not compile is sent back with its error.")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        if preset not in TEACHER_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(TEACHER_PRESETS))}")
+        return preset
+
+    def resolve(self, environ: dict[str, str] | None = None) -> TeacherConfig:
+        """Every value filled: built-in defaults < preset < tutor.toml < TUTOR_TEACHER_* variables."""
+        environ = os.environ if environ is None else environ
+        from_env = {name: environ[f"TUTOR_TEACHER_{name.upper()}"] for name in type(self).model_fields if f"TUTOR_TEACHER_{name.upper()}" in environ}
+        try:
+            preset = TeacherConfig(preset=from_env.get("preset", self.preset)).preset
+            given = {k: v for k, v in self.model_dump().items() if v is not None}
+            merged = {**_TEACHER_DEFAULTS, **TEACHER_PRESETS[preset], **given, **from_env, "preset": preset}
+            return TeacherConfig.model_validate(merged)
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = ".".join(map(str, first["loc"]))
+            where = f"TUTOR_TEACHER_{name.upper()}" if name in from_env else f"teacher.{name}"
+            raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+class ModelConfig(Model):
+    """[model] in tutor.toml: the base model every subject's adapters are trained from."""
+
+    base: str = Field(default="smollm2-135m", description="A preset (`tutor models list`), a Hugging Face id (org/name) or a local model folder.")
+
+
+class TrainConfig(Model):
+    """[train] in tutor.toml: how datasets are split and mixed (and, later, how adapters are trained)."""
+
+    seed: int = Field(default=0, description="Seed of the train/validation/test split and of the identity examples' order.")
+    validation: float = Field(default=0.1, ge=0, lt=1, description="Share of each question type held out for validation.")
+    test: float = Field(default=0.1, ge=0, lt=1, description="Share of each question type held out for test; never trained on.")
+    identity_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of the answer role's train split that is identity examples ('who are you').")
+    identity_name: str | None = Field(default=None, description="What the tutor calls itself; default '<Subject> Tutor'.")
+    identity_maker: str = Field(default="the tutor project", min_length=1, description="Who the tutor says made it.")
+    max_length: int = Field(default=2048, ge=16, description="Longest example in tokens: the dataset card counts longer ones, training truncates them.")
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> TrainConfig:
+        if self.validation + self.test >= 1:
+            raise ValueError(f"validation + test is {self.validation + self.test:g}: nothing would be left to train on")
+        return self
+
 
 class Config(Model):
     """tutor.toml. Every stage owns one section; unknown keys are errors, so typos surface."""
 
     templates: Path | None = Field(default=None, description="An extra folder of prompt templates, searched before all others.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def default_root() -> Path:
@@ -56,7 +157,7 @@ class Workspace:
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(map(str, first["loc"]))
-            raise ConfigError(f"{self.config_path}: {field}: {first['msg']}") from None
+            raise ConfigError(f"{self.config_path}: {field}: {first['msg'].removeprefix('Value error, ')}") from None
 
     def subject_dir(self, subject: str) -> Path:
         return self.root / subject

@@ -1,0 +1,395 @@
+"""The teach stage against a real OpenAI-compatible server on 127.0.0.1, through the real openai client.
+
+The server (tests/openai_server.py) plays the teacher: by default it writes
+replies the validators accept, and each test scripts what goes wrong. The
+questions are a few from the physics sample bank, copied into a fresh
+workspace bank the way `collect import` would leave them.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import openai_server as srv
+from tutor.bank import load_bank
+from tutor.cli import cli
+from tutor.models import DiagramRequest
+from tutor.registry import get_subject
+from tutor.teach import split_reasoning
+from tutor.workspace import TeacherConfig
+
+SAMPLE = Path(get_subject("physics").subject.bank) / "questions.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("TUTOR_", "DEEPSEEK_", "OPENAI_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def server():
+    with srv.TeacherServer() as server:
+        yield server
+
+
+def make_bank(tmp_path, **per_type: int) -> Path:
+    """A workspace whose physics bank holds the first N sample questions of each type named."""
+    ws = tmp_path / "ws"
+    bank = ws / "physics" / "bank"
+    bank.mkdir(parents=True)
+    wanted = {t.replace("_", "-"): n for t, n in per_type.items()}
+    lines = []
+    for line in SAMPLE.read_text().splitlines():
+        qtype = json.loads(line)["type"]
+        if wanted.get(qtype, 0) > 0:
+            wanted[qtype] -= 1
+            lines.append(line)
+    (bank / "questions.jsonl").write_text("\n".join(lines) + "\n")
+    return ws
+
+
+def teacher_env(server, **settings) -> dict[str, str]:
+    env = {"TUTOR_TEACHER_PRESET": "local", "TUTOR_TEACHER_MODEL": "teacher-test", "TUTOR_TEACHER_BASE_URL": server.base_url,
+           "TUTOR_TEACHER_BACKOFF": "0.05", "TUTOR_TEACHER_TIMEOUT": "10", "TUTOR_TEACHER_DEADLINE": "30"}
+    return env | {f"TUTOR_TEACHER_{k.upper()}": str(v) for k, v in settings.items()}
+
+
+def teach(ws, server, *args, env=None, **settings):
+    result = CliRunner().invoke(cli, ["-w", str(ws), "--subject", "physics", "teach", *args], env=teacher_env(server, **settings) | (env or {}))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def records(ws, name):
+    path = ws / "physics" / "bank" / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def question_ids(ws):
+    return [q["id"] for q in records(ws, "questions.jsonl")]
+
+
+def log_entries(ws):
+    path = ws / "cache" / "teacher" / "responses.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+# --- answers ---------------------------------------------------------------------------------------
+
+
+def test_answers_are_streamed_checked_saved_and_never_asked_for_twice(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=2, igcse_mcq=1, alevel_structured=2, alevel_planning=1, alevel_explanation=1, igcse_calculation=1)
+    server.latency = 0.1
+    result = teach(ws, server, "answers", concurrency=3)
+    assert result.exit_code == 0, result.output
+    answers = records(ws, "answers.jsonl")
+    assert sorted(a["question_id"] for a in answers) == sorted(question_ids(ws))
+    assert {a["author"] for a in answers} == {"teacher:teacher-test"}
+    load_bank(get_subject("physics"), ws / "physics" / "bank", require_answers=True)  # what the teacher wrote passes bank validate
+    assert all(seen.stream for seen in server.requests)  # streamed by default
+    assert 1 < server.max_in_flight <= 3  # concurrent, and bounded
+    assert set(server.completed.values()) == {1} and len(server.completed) == 8
+    assert "8          8         0" in result.output  # questions, answered, rejected
+
+    again = teach(ws, server, "answers")
+    assert again.exit_code == 0 and "every question has a gold answer" in again.output
+    assert len(server.requests) == 8
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_reasoning_is_kept_apart_from_the_answer(tmp_path, server, stream):
+    ws = make_bank(tmp_path, alevel_mcq=2)
+    server.then(srv.ok(reasoning="First I recall s = (u + v)t / 2."), srv.ok(think="Let me think about the options."))
+    assert teach(ws, server, "answers", stream=stream, concurrency=1).exit_code == 0
+    answers = records(ws, "answers.jsonl")
+    assert sorted(a["reasoning"] for a in answers) == ["First I recall s = (u + v)t / 2.", "Let me think about the options."]
+    assert all("think" not in a["text"] and "recall" not in a["text"] for a in answers)
+    assert {seen.stream for seen in server.requests} == {stream}
+
+
+def test_split_reasoning_handles_what_servers_send():
+    assert split_reasoning("<think>a</think>\nAnswer: B") == ("Answer: B", "a")
+    assert split_reasoning("Answer: B", "r") == ("Answer: B", "r")
+    assert split_reasoning("thinking without an opening tag</think>Answer: C") == ("Answer: C", "thinking without an opening tag")
+    assert split_reasoning("<think>cut off while thinking") == ("", "cut off while thinking")
+    assert split_reasoning("plain") == ("plain", None)
+
+
+def test_429_waits_for_retry_after_and_errors_timeouts_malformed_replies_are_retried(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=1)
+    server.then(srv.rate_limited(retry_after=0.5), srv.error(500), srv.error(503), srv.malformed(), srv.hang())
+    result = teach(ws, server, "answers", timeout=1)
+    assert result.exit_code == 0, result.output
+    assert len(records(ws, "answers.jsonl")) == 1
+    # One retry layer: each failure cost exactly one request (the client's own retries are off).
+    assert [seen.outcome for seen in server.requests] == ["rate-limited", "error", "error", "malformed", "hang", "answered"]
+    assert server.requests[1].at - server.requests[0].at >= 0.5  # Retry-After honoured
+    assert "retried errors: 429 x1, 500 x1, 503 x1, malformed x1, timeout x1" in result.output
+    errors = [e for e in log_entries(ws) if "error" in e]
+    assert len(errors) == 5 and len(log_entries(ws)) == 6
+
+
+def test_a_malformed_stream_and_a_non_streamed_malformed_body_are_retried(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=1, igcse_mcq=1)
+    server.then(srv.malformed())
+    assert teach(ws, server, "answers", stream=True, concurrency=1).exit_code == 0
+    server.then(srv.malformed())
+    (ws / "physics" / "bank" / "answers.jsonl").unlink()
+    assert teach(ws, server, "answers", stream=False, concurrency=1, max_tokens=999).exit_code == 0  # other parameters: new requests
+    assert server.outcomes()["malformed"] == 2 and len(records(ws, "answers.jsonl")) == 2
+
+
+def test_invalid_replies_are_asked_again_with_the_reason_then_rejected(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=3, alevel_structured=1)
+    mcq = [q for q in records(ws, "questions.jsonl") if q.get("options")]
+    structured_stem = next(q["stem"] for q in records(ws, "questions.jsonl") if not q.get("options"))
+
+    def reply(messages):
+        prompt = messages[-1]["content"]
+        retried = "Your previous answer was rejected" in prompt
+        if mcq[0]["stem"] in prompt:  # empty at first; fine when told why
+            return srv.default_reply(messages) if retried else ""
+        if mcq[1]["stem"] in prompt:  # always the wrong option
+            wrong = next(k for k in mcq[1]["options"] if k != mcq[1]["key"])
+            return srv.default_reply(messages).replace(f"Answer: {mcq[1]['key']}", f"Answer: {wrong}")
+        if mcq[2]["stem"] in prompt:  # a DIAGRAM marker never closed
+            return srv.default_reply(messages) + "\n(DIAGRAM: a graph of velocity against time"
+        if structured_stem in prompt:  # far too long
+            return " ".join(["energy"] * 5000)
+        raise AssertionError("unexpected prompt")
+
+    server.reply = reply
+    result = teach(ws, server, "answers", concurrency=2)
+    assert result.exit_code == 0, result.output
+    assert [a["question_id"] for a in records(ws, "answers.jsonl")] == [mcq[0]["id"]]
+    rejects = {r["question_id"]: r for r in records(ws, "answer-rejects.jsonl")}
+    assert len(rejects) == 3 and all(len(r["reasons"]) == 2 and len(r["keys"]) == 2 for r in rejects.values())
+    assert "commit to the correct option" in rejects[mcq[1]["id"]]["reasons"][0]
+    assert "marker is malformed" in rejects[mcq[2]["id"]]["reasons"][0]
+    structured = next(r for r in rejects.values() if r["type"] == "alevel-structured")
+    assert structured["reasons"][0].startswith("it had 5000 words, outside the 80 to 450 expected of this type")
+    retry_prompts = [seen.prompt for seen in server.requests if "previous answer was rejected" in seen.prompt]
+    assert len(retry_prompts) == 4 and any("It was rejected because it was empty" in p for p in retry_prompts)
+    assert len(server.requests) == 8
+
+    again = teach(ws, server, "answers")  # rejects are not asked for again...
+    assert "every question has a gold answer (3 rejected before: --retry-rejects asks again)" in again.output
+    assert len(server.requests) == 8
+    teach(ws, server, "answers", "--retry-rejects")  # ...unless asked to, and then afresh, not from the log
+    assert len(server.requests) == 14 and len(records(ws, "answer-rejects.jsonl")) == 6
+
+
+def test_a_question_past_its_deadline_is_left_for_the_next_run(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=1)
+    server.hold_after(0)  # never answers
+    result = teach(ws, server, "answers", timeout=0.3, deadline=1)
+    assert result.exit_code == 1 and "1 questions got no reply in time; run the same command again" in result.output
+    assert "no reply within the 0.3 s request timeout" in result.output
+    assert not records(ws, "answers.jsonl") and not records(ws, "answer-rejects.jsonl")
+    server.release()
+    assert teach(ws, server, "answers").exit_code == 0 and len(records(ws, "answers.jsonl")) == 1
+
+
+def test_the_budget_stops_a_run_and_the_next_run_goes_on(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=3)
+    result = teach(ws, server, "answers", budget_requests=2, concurrency=1)
+    assert result.exit_code == 1 and "the budget is spent (2 requests of 2" in result.output and "1 questions left" in result.output
+    assert len(records(ws, "answers.jsonl")) == 2
+    assert teach(ws, server, "answers", budget_requests=2).exit_code == 0
+    assert len(records(ws, "answers.jsonl")) == 3 and len(server.requests) == 3
+
+
+def test_dry_run_shows_prompts_and_an_estimate_and_sends_nothing(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=2, alevel_planning=1)
+    result = teach(ws, server, "answers", "--dry-run", price_input=1, price_output=2)
+    assert result.exit_code == 0, result.output
+    assert "##### alevel-mcq: the prompt of the first of 2 questions" in result.output and "=== user ===" in result.output
+    assert "##### alevel-planning" in result.output and "Nothing was sent." in result.output
+    assert not server.requests
+    teach(ws, server, "answers", "--limit", "1", "--type", "alevel-mcq")
+    dry = teach(ws, server, "answers", "--dry-run")
+    assert [line.split()[:3] for line in dry.output.splitlines() if line.startswith("alevel-mcq ")] == [["alevel-mcq", "1", "0"]]
+
+
+def test_without_a_workspace_bank_it_says_to_collect_first(tmp_path, server):
+    result = teach(tmp_path / "empty", server, "answers")
+    assert result.exit_code == 1 and "tutor --subject physics collect import FILE" in result.output
+
+
+def test_the_key_comes_from_the_environment_and_is_never_written(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=2)
+    secret = "sk-test-4f9c2e7d1b"
+    missing = teach(ws, server, "answers", api_key_env="MY_TEACHER_KEY")
+    assert missing.exit_code == 1 and "export MY_TEACHER_KEY=..." in missing.output
+    server.then(srv.error(401))  # the server quotes the key back, as OpenAI's does
+    refused = teach(ws, server, "answers", api_key_env="MY_TEACHER_KEY", env={"MY_TEACHER_KEY": secret})
+    assert refused.exit_code == 1 and "refused the request" in refused.output and "401" in refused.output
+    result = teach(ws, server, "answers", api_key_env="MY_TEACHER_KEY", env={"MY_TEACHER_KEY": secret})
+    assert result.exit_code == 0
+    assert {seen.authorization for seen in server.requests} == {f"Bearer {secret}"}
+    shown = teach(ws, server, "config", api_key_env="MY_TEACHER_KEY", env={"MY_TEACHER_KEY": secret}).output
+    assert json.loads(shown)["api_key"] == "set in MY_TEACHER_KEY"
+    for text in [missing.output, refused.output, result.output, shown] + [p.read_text() for p in ws.rglob("*") if p.is_file()]:
+        assert secret not in text
+
+
+def test_torn_last_lines_are_cut_off_and_nothing_is_paid_for_twice(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=3)
+    assert teach(ws, server, "answers").exit_code == 0
+    # A crash mid-write: the last answer never fully written, half a reply at the end of the log.
+    answers = ws / "physics" / "bank" / "answers.jsonl"
+    lines = answers.read_bytes().splitlines(keepends=True)
+    answers.write_bytes(b"".join(lines[:2]) + lines[2][:40])
+    log = ws / "cache" / "teacher" / "responses.jsonl"
+    log.write_bytes(log.read_bytes() + b'{"key": "abc", "content": "half a rep')
+    result = teach(ws, server, "answers")
+    assert result.exit_code == 0, result.output
+    assert len(server.requests) == 3  # the third answer came back from the log, free
+    assert sorted(a["question_id"] for a in records(ws, "answers.jsonl")) == sorted(question_ids(ws))
+    assert log.read_bytes().endswith(b"}\n") and len(log_entries(ws)) == 3
+    load_bank(get_subject("physics"), ws / "physics" / "bank", require_answers=True)
+
+
+# --- a real process, killed ---------------------------------------------------------------------------
+
+
+def tutor_process(ws, server, **settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTOR_")} | teacher_env(server, **settings)
+    command = [sys.executable, "-m", "tutor.cli", "--workspace", str(ws), "--subject", "physics", "teach", "answers"]
+    return command, env
+
+
+def wait_for(condition, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_kill_9_mid_run_then_resume_answers_everything_exactly_once(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=6, igcse_mcq=4)
+    server.hold_after(4)  # four replies, then every request hangs: the process is killed with requests in flight
+    command, env = tutor_process(ws, server, concurrency=3, timeout=60)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Four replies logged, and all three slots hung: the process can send nothing more.
+    wait_for(lambda: len(log_entries(ws)) == 4 and len(server.requests) == 7)
+    process.kill()  # SIGKILL: no clean-up of any kind
+    process.wait(timeout=10)
+    process.stdout.close(), process.stderr.close()
+    first_run = len(server.requests)
+    assert process.returncode == -signal.SIGKILL and first_run == 7
+    assert len(records(ws, "answers.jsonl")) <= 4
+
+    server.release()
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    answers = records(ws, "answers.jsonl")
+    assert sorted(a["question_id"] for a in answers) == sorted(question_ids(ws))  # every question answered exactly once
+    load_bank(get_subject("physics"), ws / "physics" / "bank", require_answers=True)
+    # No prompt was answered twice, and the resumed run asked only for the six the first run never got.
+    assert len(server.completed) == 10 and set(server.completed.values()) == {1}
+    assert len(server.requests) - first_run == 6
+    assert sum(1 for e in log_entries(ws) if "error" not in e) == 10
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_goes_on(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=5)
+    server.hold_after(2)
+    command, env = tutor_process(ws, server, concurrency=2, timeout=60)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(log_entries(ws)) == 2 and len(server.requests) == 4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted after" in err and "run the same command to go on" in err, (out, err)
+    assert "Traceback" not in err
+    server.release()
+    assert subprocess.run(command, env=env, capture_output=True, timeout=60).returncode == 0
+    assert sorted(a["question_id"] for a in records(ws, "answers.jsonl")) == sorted(question_ids(ws))
+    assert set(server.completed.values()) == {1}
+
+
+# --- diagrams ---------------------------------------------------------------------------------------
+
+
+BROKEN = "```latex\n\\begin{tikzpicture}\n  \\draww (0,0) -- (1,1);\n\\end{tikzpicture}\n```"
+
+
+def test_diagram_code_is_compiled_repaired_and_only_what_compiles_is_kept(tmp_path, server):
+    ws = tmp_path / "ws"
+    requests = [DiagramRequest(description=d, format="tikz", question_ids=["q1"]) for d in
+                ("A ball on a slope, first try.", "A spring and a mass, needs one repair.", "A pulley that never compiles.")]
+    (ws / "physics").mkdir(parents=True)
+    (ws / "physics" / "diagram-requests.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in requests))
+
+    def reply(messages):
+        prompt = "\n".join(m["content"] for m in messages)
+        if "first try" in prompt or ("needs one repair" in prompt and "did not compile" in prompt):
+            return srv.default_reply(messages)  # the format's own example: it compiles
+        return BROKEN
+
+    server.reply = reply
+    result = teach(ws, server, "diagrams", repair_rounds=1)
+    assert result.exit_code == 0, result.output
+    assert "all     3         1/3 (33%)  2/3 (67%)" in result.output
+    diagrams = records(ws, "diagrams.jsonl")
+    assert sorted(d["description"] for d in diagrams) == ["A ball on a slope, first try.", "A spring and a mass, needs one repair."]
+    assert all(d["author"] == "teacher:teacher-test" and "\\begin{tikzpicture}" in d["code"] and d["question_id"] == "q1" for d in diagrams)
+    attempts = {a["description"]: a for a in records(ws, "diagram-attempts.jsonl")}
+    assert [r["ok"] for r in attempts["A spring and a mass, needs one repair."]["rounds"]] == [False, True]
+    never = attempts["A pulley that never compiles."]
+    assert not never["compiled"] and [r["ok"] for r in never["rounds"]] == [False, False]
+    assert "Undefined control sequence" in never["rounds"][0]["error"]
+    repair = [seen.prompt for seen in server.requests if "did not compile" in seen.prompt]
+    assert len(repair) == 2 and "line 2 of your code" in repair[0] and "\\draww" in repair[0]
+    assert len(server.requests) == 5
+
+    again = teach(ws, server, "diagrams")
+    assert "every diagram request has compiled code (1 failed before: --retry-failed asks again)" in again.output
+    assert len(server.requests) == 5
+    dry = teach(ws, server, "diagrams", "--dry-run", "--retry-failed")
+    assert "##### tikz: the prompt of the first of 1 requests" in dry.output and "A pulley that never compiles." in dry.output
+    assert len(server.requests) == 5
+
+
+def test_diagrams_need_requests_from_diagram_extract(tmp_path, server):
+    result = teach(tmp_path / "ws", server, "diagrams")
+    assert result.exit_code == 1 and "diagram extract" in result.output
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+def test_presets_the_config_file_and_the_environment(tmp_path):
+    from tutor.errors import ConfigError
+    from tutor.teach import teacher_config
+    from tutor.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    cfg = teacher_config(ws)
+    assert (cfg.base_url, cfg.model, cfg.api_key_env) == ("https://api.deepseek.com", "deepseek-reasoner", "DEEPSEEK_API_KEY")
+    (tmp_path / "tutor.toml").write_text('[teacher]\npreset = "openai"\nconcurrency = 8\n')
+    cfg = teacher_config(ws)
+    assert (cfg.model, cfg.api_key_env, cfg.concurrency, cfg.timeout) == ("gpt-4.1", "OPENAI_API_KEY", 8, 600.0)
+    cfg = teacher_config(ws, {"TUTOR_TEACHER_PRESET": "deepseek-chat", "TUTOR_TEACHER_CONCURRENCY": "4"})
+    assert (cfg.model, cfg.concurrency) == ("deepseek-chat", 4)
+    with pytest.raises(ConfigError, match="TUTOR_TEACHER_PRESET: unknown preset 'gpt'; valid: deepseek-chat, deepseek-reasoner, local, ollama, openai"):
+        teacher_config(ws, {"TUTOR_TEACHER_PRESET": "gpt"})
+    with pytest.raises(ConfigError, match="no teacher model: the 'local' preset names none"):
+        teacher_config(ws, {"TUTOR_TEACHER_PRESET": "local"})
+    (tmp_path / "tutor.toml").write_text('[teacher]\nconcurency = 8\n')
+    with pytest.raises(ConfigError, match="teacher.concurency: Extra inputs are not permitted"):
+        teacher_config(ws)
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "other"), "config"])
+    assert json.loads(result.output)["config"]["teacher"] == {**{k: None for k in TeacherConfig.model_fields}, "preset": "deepseek-reasoner"}  # as written: defaults come in resolve()
