@@ -6,7 +6,9 @@ Input: every diagram of the installed subjects' sample banks, plus N variants
 of them (each a copy with a distinct trailing comment: the same compile work
 under a new cache key, so nothing is served from the cache).
 Baseline: one plain `pdflatex` run per diagram, one after another, no
-sandbox, no precompiled preamble, no PNG/SVG conversion.
+sandbox, no precompiled preamble, no PNG/SVG conversion. A second baseline
+reruns pdflatex where a picture needs it (TikZ `remember picture`: chemfig's
+curly arrows), as the renderer does, so that both produce correct pictures.
 Renderer: tutor's sandboxed renderer, cold cache (preambles precompiled inside
 the timed run), PDF + PNG + SVG, two workers per core.
 """
@@ -34,13 +36,17 @@ def jobs(variants: int):
     return bank + extra
 
 
-def baseline(work) -> float:
+def baseline(work, rerun: bool = False) -> float:
+    """One plain pdflatex per diagram; with `rerun`, a second where the picture needs one to be right."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for i, (fmt, code) in enumerate(work):
             tex = Path(tmp) / f"d{i}.tex"
             tex.write_text(fmt.document(code))
-            subprocess.run(["pdflatex", "-interaction=nonstopmode", tex.name], cwd=tmp, capture_output=True, check=False)
+            for _ in range(2):
+                subprocess.run(["pdflatex", "-interaction=nonstopmode", tex.name], cwd=tmp, capture_output=True, check=False)
+                if not (rerun and "pgfsyspdfmark" in tex.with_suffix(".aux").read_text(errors="replace")):
+                    break
     return time.perf_counter() - start
 
 
@@ -57,10 +63,12 @@ def main():
     work = jobs(parser.parse_args().variants)
     print(f"{len(work)} diagrams, {os.cpu_count()} cores")
     base = baseline(work)
+    correct = baseline(work, rerun=True)
     ours, ok = renderer(work)
     print(f"baseline  (plain pdflatex, sequential): {len(work) / base:6.2f} diagrams/s  ({base:.1f} s)")
+    print(f"baseline, rerun where needed (chemfig curly arrows are misplaced after one run): {len(work) / correct:6.2f} diagrams/s  ({correct:.1f} s)")
     print(f"renderer  (sandbox, fmt, pool, +png/svg): {len(work) / ours:6.2f} diagrams/s  ({ours:.1f} s, {ok}/{len(work)} compiled)")
-    print(f"ratio: {base / ours:.2f}x")
+    print(f"ratio: {base / ours:.2f}x against the plain baseline, {correct / ours:.2f}x against the rerun baseline")
 
 
 if __name__ == "__main__":
