@@ -12,11 +12,9 @@ smallest size: a quadratic import would take (100k/10k)^2 = 100x as long at
 import argparse
 import csv
 import random
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 WORDS = ("force mass energy charge current field wave photon nucleus spring lens wire cell beam gas "

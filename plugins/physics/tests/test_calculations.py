@@ -5,7 +5,7 @@ syllabus: g, e, h, c, m_e, N_A, R, k, u) so that a slip in a gold answer, in its
 final_answers record or in its mark scheme fails here.
 """
 
-from math import asin, atan2, cos, degrees, exp, log, pi, radians, sin, sqrt
+from math import asin, cos, degrees, exp, log, pi, radians, sin, sqrt
 
 from tutor.testing import check_calculations
 
