@@ -283,6 +283,13 @@ class GoldAnswer(Model):
         return len(replace_diagrams(self.text, lambda marker: "").split())
 
 
+def _diagram_id(data: Any) -> Any:
+    """A diagram and the request it answers share one id: format + description."""
+    if isinstance(data, dict):
+        return _fill_or_check_id(data, content_id(data.get("format"), normalise_text(data.get("description") or "")))
+    return data
+
+
 class Diagram(Model):
     """A diagram description with code in a diagram format that draws it."""
 
@@ -296,9 +303,7 @@ class Diagram(Model):
     @model_validator(mode="before")
     @classmethod
     def _id(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return _fill_or_check_id(data, content_id(data.get("format"), normalise_text(data.get("description") or "")))
-        return data
+        return _diagram_id(data)
 
 
 class DiagramRequest(Model):
@@ -312,9 +317,7 @@ class DiagramRequest(Model):
     @model_validator(mode="before")
     @classmethod
     def _id(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return _fill_or_check_id(data, content_id(data.get("format"), normalise_text(data.get("description") or "")))
-        return data
+        return _diagram_id(data)
 
 
 # --- the behaviour plugins register ---------------------------------------------------

@@ -683,39 +683,46 @@ async def teach_answers(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfi
             # Asking again after rejecting all before gets a fresh reply, not the logged one.
             salt = f"retry-{rejects_before[question.id]}" if rejects_before[question.id] else None
             started = time.monotonic()
-            try:
-                for _ in range(1 + VALIDATION_RETRIES):
-                    reply = await teacher.ask(messages, started=started, item=question.id, salt=salt)
-                    keys.append(reply.key)
-                    text, reasoning = split_reasoning(reply.content, reply.reasoning)
-                    reason = check_answer(kit, question, qtype, text, reply.finish_reason)
-                    if reason is None:
-                        gold = GoldAnswer(question_id=question.id, text=text, author=author, reasoning=reasoning)
-                        await teacher.write(append_jsonl, bank / ANSWERS, [gold])
-                        run.answered += 1
-                        return
-                    reasons.append(reason)
-                    messages = with_reason(prompt, reason)
-                reject = AnswerReject(question_id=question.id, type=question.type, model=cfg.model, reasons=reasons, keys=keys,
-                                      reply=text[:4000], at=_now())
-                await teacher.write(append_jsonl, bank / ANSWER_REJECTS, [reject])
-                run.rejected += 1
-            except ItemFailed as err:
-                run.failed += 1
-                run.failures.append(f"{question.id}: {err}")
-            except BudgetReached:
-                run.stopped = _budget_note(cfg, teacher.usage)
-            finally:
-                if progress:
-                    progress(Progress(run.done, run.total, teacher.usage))
+            for _ in range(1 + VALIDATION_RETRIES):
+                reply = await teacher.ask(messages, started=started, item=question.id, salt=salt)
+                keys.append(reply.key)
+                text, reasoning = split_reasoning(reply.content, reply.reasoning)
+                reason = check_answer(kit, question, qtype, text, reply.finish_reason)
+                if reason is None:
+                    gold = GoldAnswer(question_id=question.id, text=text, author=author, reasoning=reasoning)
+                    await teacher.write(append_jsonl, bank / ANSWERS, [gold])
+                    run.answered += 1
+                    return
+                reasons.append(reason)
+                messages = with_reason(prompt, reason)
+            reject = AnswerReject(question_id=question.id, type=question.type, model=cfg.model, reasons=reasons, keys=keys,
+                                  reply=text[:4000], at=_now())
+            await teacher.write(append_jsonl, bank / ANSWER_REJECTS, [reject])
+            run.rejected += 1
 
         try:
-            await run_items(questions(), answer, 2 * cfg.concurrency, lambda: run.stopped is not None)
+            await run_items(questions(), lambda question: settle_item(run, cfg, teacher, progress, question.id, answer(question)),
+                            2 * cfg.concurrency, lambda: run.stopped is not None)
         finally:
             await teacher.close()
             log.close()
             run.seconds = time.monotonic() - start
     return run
+
+
+async def settle_item(run, cfg: TeacherConfig, teacher, progress, item_id: str, work: Awaitable[None]) -> None:
+    """Await one item's work: an item that failed for good is recorded, a spent
+    budget stops the run, and the progress bar moves on either way."""
+    try:
+        await work
+    except ItemFailed as err:
+        run.failed += 1
+        run.failures.append(f"{item_id}: {err}")
+    except BudgetReached:
+        run.stopped = _budget_note(cfg, teacher.usage)
+    finally:
+        if progress:
+            progress(Progress(run.done, run.total, teacher.usage))
 
 
 def _budget_note(cfg: TeacherConfig, usage: Usage) -> str:
@@ -827,53 +834,45 @@ async def teach_diagrams(kit: SubjectKit, workspace: Workspace, cfg: TeacherConf
             rounds: list[dict] = []
             started = time.monotonic()
             counts = run.per_format.setdefault(fmt.name, [0, 0, 0])
-            try:
-                for round_ in range(1 + cfg.repair_rounds):
-                    reply = await teacher.ask(messages, started=started, item=request.id, salt=salt)
-                    answer, _ = split_reasoning(reply.content, reply.reasoning)
-                    code = fmt.extract(answer) if answer else ""
-                    if not code:
-                        ok, error, repair = False, "no code in the reply", "Your reply had no code. Reply with one ```latex code block."
-                    else:
-                        async with compiling:
-                            rendering = await asyncio.to_thread(renderer.render, fmt, code)
-                        ok = rendering.ok
-                        error = str(rendering.error) if rendering.error else None
-                        repair = rendering.error.for_repair() if rendering.error else ""
-                    run.attempts += 1
-                    rounds.append({"key": reply.key, "ok": ok, "error": error})
-                    if ok:
-                        diagram = Diagram(description=request.description, format=fmt.name, code=code,
-                                          question_id=request.question_ids[0] if request.question_ids else None, author=author)
-                        await teacher.write(append_jsonl, bank / DIAGRAMS, [diagram])
-                        break
-                    # A repair round: the model sees its code and the compiler's concise error.
-                    shown = code[:20000] if code else answer[:2000]
-                    messages = [*messages, {"role": "assistant", "content": f"```latex\n{shown}\n```"}, {"role": "user", "content": repair}]
-                compiled = bool(rounds and rounds[-1]["ok"])
-                record = DiagramAttempt(request_id=request.id, format=fmt.name, description=request.description, compiled=compiled,
-                                        rounds=rounds, at=_now())
-                await teacher.write(append_jsonl, bank / DIAGRAM_ATTEMPTS, [record])
-                counts[0] += 1
-                if compiled:
-                    run.compiled += 1
-                    counts[2] += 1
-                    if len(rounds) == 1:
-                        run.first_try += 1
-                        counts[1] += 1
+            for round_ in range(1 + cfg.repair_rounds):
+                reply = await teacher.ask(messages, started=started, item=request.id, salt=salt)
+                answer, _ = split_reasoning(reply.content, reply.reasoning)
+                code = fmt.extract(answer) if answer else ""
+                if not code:
+                    ok, error, repair = False, "no code in the reply", "Your reply had no code. Reply with one ```latex code block."
                 else:
-                    run.not_compiled += 1
-            except ItemFailed as err:
-                run.failed += 1
-                run.failures.append(f"{request.id}: {err}")
-            except BudgetReached:
-                run.stopped = _budget_note(cfg, teacher.usage)
-            finally:
-                if progress:
-                    progress(Progress(run.done, run.total, teacher.usage))
+                    async with compiling:
+                        rendering = await asyncio.to_thread(renderer.render, fmt, code)
+                    ok = rendering.ok
+                    error = str(rendering.error) if rendering.error else None
+                    repair = rendering.error.for_repair() if rendering.error else ""
+                run.attempts += 1
+                rounds.append({"key": reply.key, "ok": ok, "error": error})
+                if ok:
+                    diagram = Diagram(description=request.description, format=fmt.name, code=code,
+                                      question_id=request.question_ids[0] if request.question_ids else None, author=author)
+                    await teacher.write(append_jsonl, bank / DIAGRAMS, [diagram])
+                    break
+                # A repair round: the model sees its code and the compiler's concise error.
+                shown = code[:20000] if code else answer[:2000]
+                messages = [*messages, {"role": "assistant", "content": f"```latex\n{shown}\n```"}, {"role": "user", "content": repair}]
+            compiled = bool(rounds and rounds[-1]["ok"])
+            record = DiagramAttempt(request_id=request.id, format=fmt.name, description=request.description, compiled=compiled,
+                                    rounds=rounds, at=_now())
+            await teacher.write(append_jsonl, bank / DIAGRAM_ATTEMPTS, [record])
+            counts[0] += 1
+            if compiled:
+                run.compiled += 1
+                counts[2] += 1
+                if len(rounds) == 1:
+                    run.first_try += 1
+                    counts[1] += 1
+            else:
+                run.not_compiled += 1
 
         try:
-            await run_items(todo, draw, 2 * cfg.concurrency, lambda: run.stopped is not None)
+            await run_items(todo, lambda request: settle_item(run, cfg, teacher, progress, request.id, draw(request)),
+                            2 * cfg.concurrency, lambda: run.stopped is not None)
         finally:
             await teacher.close()
             log.close()
