@@ -38,7 +38,12 @@ def test_mcq_evaluator_extracts_the_chosen_option(mcq, reply, chosen):
 def test_mcq_reward_scores_a_batch(mcq):
     reward = registry().rewards["mcq-correct"]
     assert reward.task == "answer"
-    assert reward.score([mcq, mcq, mcq], ["Answer: C", "Answer: A", "no idea"]) == [1.0, 0.0, 0.0]
+    from tutor.models import RewardBatch, Subject
+
+    subject = Subject(name="toy", title="Toy", syllabus="none", topics=["t"])
+    completions = ["Answer: C", "Answer: A", "no idea", "Answer: C"]
+    batch = RewardBatch("answer", completions, ["q"] * 4, [mcq, mcq, mcq, None], [""] * 4, [0, 0, 0, 1], subject)
+    assert reward.score(batch) == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_file_sources_read_records_with_where_they_came_from(tmp_path):

@@ -23,6 +23,7 @@ from .models import (  # noqa: E402
     QuestionSource,
     QuestionType,
     Reward,
+    RewardBatch,
     Score,
     Source,
     Subject,
@@ -32,7 +33,7 @@ from .bank import Bank, load_bank, read_question_types  # noqa: E402
 
 __all__ = [
     "Bank", "load_bank", "Diagram", "DiagramFormat", "DiagramMarker", "Evaluator", "Exemplar", "GoldAnswer", "LevelDescriptor",
-    "MarkPoint", "MarkScheme", "Part", "Problem", "Question", "QuestionSource", "QuestionType", "Reward",
+    "MarkPoint", "MarkScheme", "Part", "Problem", "Question", "QuestionSource", "QuestionType", "Reward", "RewardBatch",
     "Score", "Source", "Subject", "TutorError", "UnknownName", "ValidationFailed", "find_diagrams",
     "get_subject", "hookimpl", "read_question_types",
 ]

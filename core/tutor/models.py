@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -400,12 +401,34 @@ class QuestionSource(Model):
         description="fetch(location, **options) yields (where, record): where each raw record came from ('file:line' or a URL) and the record.")
 
 
+@dataclass(frozen=True)
+class RewardBatch:
+    """What a reward scores: GRPO completions, with their prompts and the subject's context.
+
+    Item i of every list belongs to completion i. Completions of one prompt share
+    a `group` number (GRPO samples several per prompt), so a reward can compare
+    them with each other. The fields beyond the lists are the same for the batch.
+    """
+
+    task: Literal["answer", "set", "diagram"]
+    completions: list[str]
+    prompts: list[str]  # the user turn each completion answers
+    questions: list[Question | None]  # the bank question behind the prompt (None for a diagram with no question)
+    formats: list[str]  # the diagram format asked for ('' outside the diagram task)
+    groups: list[int]
+    subject: Subject
+    bank: list[Question] = field(default_factory=list)  # the bank trained on: what a new question must differ from
+    compile: Callable[[str, str], str | None] | None = None  # (format, code) -> None if it compiles, else its error
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+
 class Reward(Model):
-    """A GRPO reward: scores a batch of completions for their questions, each in [0, 1]."""
+    """A GRPO reward: scores a batch of completions, each in [0, 1] (see RewardBatch)."""
 
     name: str = Field(pattern=SLUG)
     description: str
     task: Literal["answer", "set", "diagram"]
     weight: float = Field(default=1.0, gt=0)
-    score: Callable[[list[Question], list[str]], list[float]]
-
+    score: Callable[[RewardBatch], list[float]]

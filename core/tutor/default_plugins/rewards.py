@@ -2,11 +2,11 @@
 
 from tutor import hookimpl
 from tutor.default_plugins.evaluators import score_mcq
-from tutor.models import Question, Reward
+from tutor.models import Reward, RewardBatch
 
 
-def mcq_correct(questions: list[Question], completions: list[str]) -> list[float]:
-    return [score_mcq(q, c).fraction if q.is_mcq else 0.0 for q, c in zip(questions, completions, strict=True)]
+def mcq_correct(batch: RewardBatch) -> list[float]:
+    return [score_mcq(q, c).fraction if q is not None and q.is_mcq else 0.0 for q, c in zip(batch.questions, batch.completions, strict=True)]
 
 
 @hookimpl
