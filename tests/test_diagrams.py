@@ -3,6 +3,7 @@
 import json
 import subprocess
 import uuid
+import zlib
 
 import pytest
 from click.testing import CliRunner
@@ -29,12 +30,54 @@ def pdf_text(path):
     return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
 
 
-def test_a_body_renders_to_pdf_png_and_svg(renderer, tikz):
+@pytest.fixture
+def pdflatex_runs(monkeypatch):
+    """The pdflatex commands run from here on (format builds left out)."""
+    runs = []
+    real = subprocess.Popen
+
+    def spy(command, **kwargs):
+        if command[0] == "pdflatex" and "-ini" not in command:
+            runs.append(command)
+        return real(command, **kwargs)
+
+    monkeypatch.setattr("tutor.diagrams.subprocess.Popen", spy)
+    return runs
+
+
+def test_a_body_renders_to_pdf_png_and_svg(renderer, tikz, monkeypatch):
     result = renderer.render(tikz, PICTURE)
     assert result.ok and not result.cached
     assert result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not result.pdf.with_name("diagram.svg").exists()  # made on first request only
     assert "<svg" in result.svg.read_text()
     assert "F" in pdf_text(result.pdf)
+    monkeypatch.setattr("tutor.diagrams.subprocess.run", lambda *a, **k: pytest.fail("converted again"))
+    assert renderer.render(tikz, PICTURE).svg == result.svg  # kept in the cache entry
+
+
+def png_pixels(path):
+    """The RGB rows of a PNG that we wrote (8-bit RGB, filter 0 on every row)."""
+    data, at, idat = path.read_bytes(), 8, b""
+    while at < len(data):
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        if kind == b"IHDR":
+            width, height = int.from_bytes(data[at + 8:at + 12], "big"), int.from_bytes(data[at + 12:at + 16], "big")
+            assert data[at + 16:at + 21] == bytes([8, 2, 0, 0, 0])
+        idat += data[at + 8:at + 8 + size] if kind == b"IDAT" else b""
+        at += 12 + size
+    rows = zlib.decompress(idat)
+    stride = 3 * width + 1
+    assert len(rows) == height * stride and all(rows[y * stride] == 0 for y in range(height))
+    return width, height, b"".join(rows[y * stride + 1:(y + 1) * stride] for y in range(height))
+
+
+def test_the_png_holds_exactly_pdftoppms_pixels(renderer, tikz, tmp_path):
+    result = renderer.render(tikz, PICTURE)
+    subprocess.run(["pdftoppm", "-r", "150", "-singlefile", str(result.pdf), str(tmp_path / "ref")], check=True)
+    header, _, _, pixels = (tmp_path / "ref.ppm").read_bytes().split(b"\n", 3)
+    width, height = map(int, (tmp_path / "ref.ppm").read_bytes().split(b"\n", 2)[1].split())
+    assert header == b"P6" and png_pixels(result.png) == (width, height, pixels)
 
 
 def test_the_same_code_never_compiles_twice(renderer, tikz, monkeypatch):
@@ -61,13 +104,49 @@ def test_a_standalone_document_goes_through_the_same_sandbox(renderer, tikz):
     assert renderer.render(tikz, document.replace("\\oops\n", ""), standalone=True).ok
 
 
-def test_chemfig_curly_arrows_get_their_second_pass(renderer):
-    chemfig = registry().formats.get("chemfig")
-    if chemfig is None:
+CHEMFIG_PAIR = "\\chemfig{@{a}A-B}\\hspace{1cm}\\chemfig{@{b}C}"
+CURLY_ARROW = CHEMFIG_PAIR + "\n\\chemmove{\\draw[->](a)..controls +(90:1cm)..(b);}"
+
+
+@pytest.fixture
+def chemfig():
+    fmt = registry().formats.get("chemfig")
+    if fmt is None:
         pytest.skip("tutor-chemistry is not installed")
-    body = "\\chemfig{@{a}A-B}\\hspace{1cm}\\chemfig{@{b}C}\n\\chemmove{\\draw[->](a)..controls +(90:1cm)..(b);}"
-    result = renderer.render(chemfig, body)
+    return fmt
+
+
+def test_chemfig_curly_arrows_get_their_second_pass(renderer, chemfig, pdflatex_runs, tmp_path, monkeypatch):
+    result = renderer.render(chemfig, CURLY_ARROW)
     assert result.ok, result.error
+    assert len(pdflatex_runs) == 2
+    monkeypatch.setattr("tutor.diagrams._needs_second_pass", lambda *a, **k: False)
+    one_pass = Renderer(tmp_path / "one-pass").render(chemfig, CURLY_ARROW)
+    assert one_pass.png.read_bytes() != result.png.read_bytes()  # the arrow is misplaced after one run
+
+
+@pytest.mark.parametrize("code", [
+    CHEMFIG_PAIR,  # chemfig remembers where every picture lies, but nothing reads it back
+    "\\begin{tabular}{c}\\chemfig{C(-[2]H)=C(-[6]H)-H}\\\\[2pt] ethene\n\\end{tabular}",
+])
+def test_pictures_that_read_no_position_compile_once_and_come_out_the_same(renderer, chemfig, code, pdflatex_runs, tmp_path, monkeypatch):
+    result = renderer.render(chemfig, code)
+    assert result.ok and len(pdflatex_runs) == 1
+    monkeypatch.setattr("tutor.diagrams._needs_second_pass", lambda *a, **k: True)
+    twice = Renderer(tmp_path / "twice").render(chemfig, code)
+    assert len(pdflatex_runs) == 3
+    assert twice.png.read_bytes() == result.png.read_bytes() and pdf_text(twice.pdf) == pdf_text(result.pdf)
+
+
+@pytest.mark.parametrize("code", [
+    # a TikZ picture that points into another, and a reference to a label set after it
+    "\\tikz[remember picture]\\node(a){A};\\quad\n\\begin{tikzpicture}[remember picture]\\draw[->](0,0)--(a);\\end{tikzpicture}",
+    "\\begin{tikzpicture}\\node{see \\ref{here}};\\end{tikzpicture}\\refstepcounter{equation}\\label{here}",
+])
+def test_a_position_or_reference_read_before_it_is_known_gets_a_second_pass(renderer, tikz, code, pdflatex_runs):
+    result = renderer.render(tikz, code)
+    assert result.ok, result.error
+    assert len(pdflatex_runs) == 2
 
 
 def test_precompiled_preamble_and_plain_compile_agree(tmp_path, tikz):
@@ -76,6 +155,9 @@ def test_precompiled_preamble_and_plain_compile_agree(tmp_path, tikz):
     assert fast.ok and plain.ok
     assert pdf_text(fast.pdf) == pdf_text(plain.pdf)
     assert (tmp_path / "fast" / "formats").is_dir() and not (tmp_path / "plain" / "formats").exists()
+    (fmt_file,) = (tmp_path / "fast" / "formats").glob("*.fmt")
+    assert fmt_file.read_bytes()[:2] != b"\x1f\x8b"  # stored uncompressed: it loads faster
+    assert fast.png.read_bytes() == plain.png.read_bytes()
 
 
 def test_missing_system_package_is_one_line_naming_it(tikz):

@@ -11,14 +11,21 @@ Every input is untrusted model output, so each compile runs:
 Never lualatex: \\directlua runs code even with shell escape off (CVE-2023-32700).
 
 Speed: a format's preamble (TikZ, pgfplots... most of a compile's time) is
-dumped once into a precompiled .fmt with mylatexformat, and body-only
-diagrams compile against it; standalone documents have untrusted preambles
-and compile plainly. Many diagrams render in a thread pool (each job is a
+dumped once into a precompiled .fmt with mylatexformat, stored uncompressed
+(pdflatex reads a gzipped and a plain .fmt alike; inflating 7 MB was half of
+a small diagram's compile), and body-only diagrams compile against it;
+standalone documents have untrusted preambles and compile plainly. A second
+pdflatex pass runs only where the first one read a picture position that the
+second would know (TikZ `remember picture`: chemfig's curly arrows) or LaTeX
+asks for one. The PNG is rasterised by pdftoppm and deflated here (pdftoppm
+deflates at level 9, which cost more than the rasterising); the SVG is made
+on first request. Many diagrams render in a thread pool (each job is a
 subprocess, so threads suffice).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -30,6 +37,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,10 +107,23 @@ class Rendering:
     ok: bool
     pdf: Path | None = None
     png: Path | None = None
-    svg: Path | None = None
     error: CompileError | None = None
     cached: bool = False
     seconds: float = 0.0
+    timeout_s: float = field(default=Limits.timeout_s, repr=False)  # for the SVG conversion
+
+    @property
+    def svg(self) -> Path | None:
+        """The SVG beside the PDF, converted on first request and kept in the cache entry.
+
+        Made lazily because most callers (the teach and reward loops) never look at it.
+        """
+        if not self.ok or self.pdf is None:
+            return None
+        target = self.pdf.with_name("diagram.svg")
+        if not target.exists():
+            _pdf_to_svg(self.pdf, target, self.timeout_s)
+        return target
 
 
 @dataclass
@@ -118,7 +139,7 @@ class _Job:
 
 
 class Renderer:
-    """Compiles diagram code to PDF, PNG and SVG, caching by content under `cache_dir`."""
+    """Compiles diagram code to PDF and PNG (and SVG on request), caching by content under `cache_dir`."""
 
     def __init__(self, cache_dir: Path, limits: Limits = Limits(), precompile: bool = True):
         # Absolute: pdflatex runs in its own job directory and must still find our formats.
@@ -159,8 +180,8 @@ class Renderer:
         from concurrent.futures import ThreadPoolExecutor
 
         jobs = list(jobs)
-        # Twice the cores: a compile waits on process start-up and disk as well as CPU.
-        with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
+        # One per core: a compile is CPU-bound (more workers measured no faster, only noisier).
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             futures = [pool.submit(self.render, fmt, code, standalone) for fmt, code, standalone in jobs]
             results = []
             for future in futures:
@@ -185,8 +206,12 @@ class Renderer:
     # --- the sandboxed compile --------------------------------------------------------
 
     def _compile(self, job: _Job, out: Path) -> CompileError | None:
-        """Compile in a private job directory; on success leave PDF, PNG and SVG in `out`."""
+        """Compile in a private job directory; on success leave the PDF and PNG in `out`."""
         document = job.code if job.standalone else job.fmt.document(job.code)
+        probed = not job.standalone and POSITION_PROBE_AFTER in document
+        if probed:  # our own text after \begin{document}, before the body: not the user's
+            at = document.index(POSITION_PROBE_AFTER) + len(POSITION_PROBE_AFTER)
+            document = f"{document[:at]}{POSITION_PROBE}\n{document[at:]}"
         given = job.code if job.standalone else job.code.strip()
         offset = document.index(given)
         offset = document[:offset].count("\n")
@@ -201,7 +226,7 @@ class Renderer:
             for attempt in range(2):  # a second pass resolves `remember picture` (chemfig's curly arrows)
                 if failure := self._pdflatex(jobdir, [*fmt_args, "diagram.tex"], formats_dir):
                     return _locate(failure, given, offset)
-                if attempt == 0 and not _needs_second_pass(jobdir):
+                if attempt == 0 and not _needs_second_pass(jobdir, probed):
                     break
             log = (jobdir / "diagram.log").read_text(encoding="utf-8", errors="replace")
             pages = re.search(r"Output written on diagram\.pdf \((\d+) pages?", log)
@@ -210,7 +235,7 @@ class Renderer:
             if int(pages.group(1)) > self.limits.max_pages:
                 return CompileError(f"refused: {pages.group(1)} pages; the limit is {self.limits.max_pages}")
             self._convert(jobdir)
-            for name in ("diagram.pdf", "diagram.png", "diagram.svg"):
+            for name in ("diagram.pdf", "diagram.png"):
                 shutil.copyfile(jobdir / name, out / name)
         return None
 
@@ -257,7 +282,8 @@ class Renderer:
 
     def _format_file(self, fmt: DiagramFormat) -> Path:
         """The precompiled format for a preamble, built once (per process and on disk)."""
-        name = "tutor-" + hashlib.sha256(f"{RENDERER_VERSION}\n{fmt.document('')}".encode()).hexdigest()[:16]
+        # "raw": stored uncompressed (formats of older versions were gzipped as pdflatex dumps them).
+        name = "tutor-" + hashlib.sha256(f"{RENDERER_VERSION}\nraw\n{fmt.document('')}".encode()).hexdigest()[:16]
         target = self.cache_dir / "formats" / f"{name}.fmt"
         with self._lock:
             lock = self._format_locks.setdefault(name, threading.Lock())
@@ -272,17 +298,28 @@ class Renderer:
                 if error:
                     raise TutorError(f"diagram format {fmt.name!r}: its preamble does not compile: {_first_error(error)}")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(jobdir / f"{name}.fmt", target.with_suffix(".tmp"))
-                os.replace(target.with_suffix(".tmp"), target)
+                dumped, staged = jobdir / f"{name}.fmt", target.with_suffix(".tmp")
+                with open(dumped, "rb") as source:
+                    gzipped = source.read(2) == b"\x1f\x8b"
+                # pdflatex gzips what it dumps and reads either kind; a plain one loads ~60 ms sooner.
+                with (gzip.open(dumped, "rb") if gzipped else open(dumped, "rb")) as source, open(staged, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                os.replace(staged, target)
         return target
 
     def _convert(self, jobdir: Path) -> None:
+        """diagram.png from page 1 of diagram.pdf: pdftoppm's pixels, deflated here.
+
+        pdftoppm -png deflates at zlib's level 9, three times the cost of rasterising; the
+        same pixels from its PPM, deflated at level 6, come out as small or smaller.
+        """
         require("pdftoppm")
-        for command in (
-            ["pdftoppm", "-png", "-r", str(self.limits.png_dpi), "-singlefile", "diagram.pdf", "diagram"],
-            ["pdftocairo", "-svg", "-f", "1", "-l", "1", "diagram.pdf", "diagram.svg"],
-        ):
-            subprocess.run(command, cwd=jobdir, check=True, capture_output=True, timeout=self.limits.timeout_s)
+        dpi = self.limits.png_dpi
+        subprocess.run(["pdftoppm", "-r", str(dpi), "-singlefile", "diagram.pdf", "diagram"],
+                       cwd=jobdir, check=True, capture_output=True, timeout=self.limits.timeout_s)
+        ppm = jobdir / "diagram.ppm"
+        _ppm_to_png(ppm, jobdir / "diagram.png", dpi)
+        ppm.unlink()
 
     # --- the cache ----------------------------------------------------------------------
 
@@ -296,7 +333,8 @@ class Renderer:
         except (OSError, ValueError):
             return None
         if result["ok"]:
-            return Rendering(job.key, job.fmt.name, True, entry / "diagram.pdf", entry / "diagram.png", entry / "diagram.svg", cached=True)
+            return Rendering(job.key, job.fmt.name, True, entry / "diagram.pdf", entry / "diagram.png", cached=True,
+                             timeout_s=self.limits.timeout_s)
         return Rendering(job.key, job.fmt.name, False, error=CompileError(**result["error"]), cached=True)
 
 
@@ -346,12 +384,80 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.communicate()
 
 
-def _needs_second_pass(jobdir: Path) -> bool:
-    """TikZ `remember picture` (chemfig's \\chemmove) records positions for a second run;
-    LaTeX says "Rerun" for labels and references. Nothing else needs one."""
+# Put after \begin{document} of a body's document (our own text, not the user's): logs
+# whether the first pass read a picture position, which it can only have read as unknown.
+# TikZ records where every `remember picture` lies (chemfig remembers all its
+# pictures) and tells LaTeX to rerun whenever one is new, yet only a picture that
+# reads another's position (\chemmove, \polymerdelim, `current page`, tikzmark)
+# comes out different on a second pass. Global: standalone typesets the body in a
+# group that closes before \end{document} rereads the .aux. One line, ending in %,
+# so it typesets nothing.
+POSITION_READ = "tutor: a picture position was read"
+POSITION_PROBE = (
+    r"\makeatletter\ifdefined\pgfsys@getposition"
+    r"\global\let\tutor@getposition\pgfsys@getposition"
+    rf"\gdef\pgfsys@getposition{{\immediate\write-1{{{POSITION_READ}}}"
+    r"\global\let\pgfsys@getposition\tutor@getposition\pgfsys@getposition}"
+    r"\gdef\pgfutil@check@rerun#1#2{}\fi\makeatother%"
+)
+POSITION_PROBE_AFTER = "\\begin{document}\n"
+
+
+def _needs_second_pass(jobdir: Path, probed: bool = False) -> bool:
+    """Whether a second pdflatex run would change the picture.
+
+    With the probe in the document: where the first pass read a picture position
+    (all unknown then: no .aux yet), or LaTeX says "Rerun" for labels and references.
+    Without (a standalone document, whose preamble is the user's): wherever TikZ
+    recorded a position, as a picture might read it.
+    """
     aux = (jobdir / "diagram.aux").read_text(errors="replace") if (jobdir / "diagram.aux").exists() else ""
     log = (jobdir / "diagram.log").read_text(errors="replace") if (jobdir / "diagram.log").exists() else ""
+    if probed:
+        return POSITION_READ in log or "Rerun to get" in log
     return "\\pgfsyspdfmark" in aux or "Rerun to get" in log
+
+
+def _ppm_to_png(ppm: Path, png: Path, dpi: int) -> None:
+    """An 8-bit RGB PNG of a binary PPM (pdftoppm's), read and deflated a band of rows at a time."""
+    with open(ppm, "rb") as source:
+        head = source.read(64)
+        m = re.match(rb"P6\s+(\d+)\s+(\d+)\s+255\s", head)
+        if not m:
+            raise TutorError(f"pdftoppm wrote no picture we can read ({head[:16]!r})")
+        width, height = int(m.group(1)), int(m.group(2))
+        source.seek(m.end())
+        stride, band = 3 * width, max(1, (1 << 20) // (3 * width + 1))
+        deflate, idat = zlib.compressobj(6), []
+        for top in range(0, height, band):
+            rows = source.read(stride * min(band, height - top))
+            if len(rows) != stride * min(band, height - top):
+                raise TutorError("pdftoppm wrote a truncated picture")
+            idat.append(deflate.compress(b"".join(b"\0" + rows[i:i + stride] for i in range(0, len(rows), stride))))
+        idat.append(deflate.flush())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    per_metre = int(dpi / 0.0254)  # as pdftoppm writes it
+    png.write_bytes(b"\x89PNG\r\n\x1a\n"
+                    + chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0]))
+                    + chunk(b"pHYs", per_metre.to_bytes(4, "big") * 2 + b"\x01")
+                    + chunk(b"IDAT", b"".join(idat))
+                    + chunk(b"IEND", b""))
+
+
+def _pdf_to_svg(pdf: Path, target: Path, timeout_s: float) -> None:
+    """Page 1 of `pdf` as SVG, written atomically (two callers may ask at once)."""
+    require("pdftocairo")
+    fd, staged = tempfile.mkstemp(prefix=".svg-", suffix=".svg", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run(["pdftocairo", "-svg", "-f", "1", "-l", "1", str(pdf), staged], check=True, capture_output=True, timeout=timeout_s)
+        os.replace(staged, target)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
 
 
 def _first_error(log: str) -> str:
