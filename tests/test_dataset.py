@@ -304,7 +304,7 @@ def test_saved_dataset_card_and_tokens(physics, bank, tokenizer, tmp_path):
     assert loaded_meta["fingerprint"] == built.fingerprint and len(loaded["test"]) == len(built.splits["test"])
     # A dataset is bound to its subject: economics must not be taught from physics' data.
     shutil.copytree(target, ds.dataset_dir(workspace, "economics", "answer"))
-    with pytest.raises(TutorError, match="holds the answer dataset of 'physics', not the answer dataset of 'economics'"):
+    with pytest.raises(TutorError, match="is the physics answer dataset: refusing to train economics on it"):
         ds.load(workspace, "economics", "answer")
     with pytest.raises(TutorError, match="no diagram dataset for physics"):
         ds.load(workspace, "physics", "diagram")

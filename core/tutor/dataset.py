@@ -512,7 +512,7 @@ class BuiltDataset:
 
 
 def build(kit: SubjectKit, bank: Bank, role: str, settings: TrainConfig, *, tokenizer=None, tokenizer_name: str = "",
-          user_dirs: Iterable[Path] = (), bank_label: str = "", out: Path | None = None) -> BuiltDataset:
+          user_dirs: Iterable[Path] = (), bank_label: str = "", bank_path: Path | None = None, out: Path | None = None) -> BuiltDataset:
     """Build one role's dataset from a loaded bank; save it when `out` is given.
 
     Without a tokenizer the token statistics are left out (the CLI always has one).
@@ -550,7 +550,7 @@ def build(kit: SubjectKit, bank: Bank, role: str, settings: TrainConfig, *, toke
     answered = {g.question_id for g in bank.answers}
     meta = {
         "subject": kit.name, "role": role, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "tutor": __version__, "bank": bank_label, "tokenizer": tokenizer_name or None,
+        "tutor": __version__, "bank": bank_label, "bank_path": str(bank_path) if bank_path else None, "tokenizer": tokenizer_name or None,
         "settings": settings.model_dump(mode="json"),
         "counts": _counts(role, splits),
         "tokens": tokens,
@@ -735,8 +735,8 @@ def dataset_dir(workspace: Workspace, subject: str, role: str) -> Path:
     return workspace.subject_dir(subject) / "datasets" / role
 
 
-def choose_bank(kit: SubjectKit, workspace: Workspace, path: Path | None = None) -> tuple[Bank, str]:
-    """The bank to build from, and how to describe it.
+def choose_bank(kit: SubjectKit, workspace: Workspace, path: Path | None = None) -> tuple[Bank, str, Path]:
+    """The bank to build from, how to describe it, and where it is.
 
     A given path wins; else the workspace bank if it has gold answers; else the
     subject's bundled sample bank.
@@ -744,33 +744,39 @@ def choose_bank(kit: SubjectKit, workspace: Workspace, path: Path | None = None)
     from .bank import QUESTIONS, load_bank
 
     if path is not None:
-        return load_bank(kit, path), f"`{path}`"
+        return load_bank(kit, path), f"`{path}`", Path(path).resolve()
     own = workspace.bank_dir(kit.name)
     if (own / QUESTIONS).exists():
         bank = load_bank(kit, own)
         if bank.answers:
-            return bank, f"the workspace bank `{own}`"
+            return bank, f"the workspace bank `{own}`", own.resolve()
         why = "the workspace bank has no gold answers yet"
     else:
         why = "the workspace has no bank"
     if kit.subject.bank is None:
         raise TutorError(f"{why}, and subject {kit.name!r} ships no sample bank: give --bank PATH")
-    return load_bank(kit, kit.subject.bank), f"the bundled sample bank of {kit.distribution} ({why})"
+    return load_bank(kit, kit.subject.bank), f"the bundled sample bank of {kit.distribution} ({why})", Path(kit.subject.bank).resolve()
 
 
-def load(workspace: Workspace, subject: str, role: str):
+def load(workspace: Workspace, subject: str, role: str, path: Path | None = None):
     """A built dataset and its meta, refusing one built for another subject or role.
 
     The training stage uses this: physics must not be taught from economics' data.
+    `path` is a dataset folder elsewhere; by default the workspace's.
     """
     from datasets import load_from_disk
 
-    path = dataset_dir(workspace, subject, role)
+    path = Path(path) if path else dataset_dir(workspace, subject, role)
     if not (path / META).is_file():
+        if path != dataset_dir(workspace, subject, role):
+            raise TutorError(f"{path}: not a dataset built by tutor (no {META})")
         raise TutorError(f"no {role} dataset for {subject} at {path}: run `tutor --subject {subject} dataset build --role {role}`")
     meta = json.loads((path / META).read_text(encoding="utf-8"))
-    if meta.get("subject") != subject or meta.get("role") != role:
-        raise TutorError(f"{path} holds the {meta.get('role')} dataset of {meta.get('subject')!r}, not the {role} dataset of {subject!r}")
+    if meta.get("subject") != subject:
+        raise TutorError(f"{path} is the {meta.get('subject')} {meta.get('role')} dataset: refusing to train {subject} on it "
+                         f"(physics must not be taught by the economics teacher)")
+    if meta.get("role") != role:
+        raise TutorError(f"{path} is the {meta.get('role')} dataset of {subject}, not its {role} dataset")
     return load_from_disk(str(path)), meta
 
 

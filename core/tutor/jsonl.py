@@ -78,13 +78,22 @@ def read_jsonl(path: Path, model: type[M]) -> list[M]:
 
 def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
     """Replace a file atomically: readers see the old file or the new one, never half of one."""
+    write_atomic(path, "".join(dumps(record) + "\n" for record in records))
+
+
+def append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
+    """Append records and fsync, so a crash loses at most the line being written."""
+    append_lines(path, [dumps(record) for record in records])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file by temp file, fsync and rename, with the umask's permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(dumps(record) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -94,13 +103,13 @@ def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
         raise
 
 
-def append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
-    """Append records and fsync, so a crash loses at most the line being written."""
+def append_lines(path: Path, lines: Iterable[str]) -> None:
+    """Append lines and fsync: the append-only half of the storage rules."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(dumps(record) + "\n")
+        for line in lines:
+            handle.write(line + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -64,6 +64,7 @@ class Subject(Model):
     topics: list[str] = Field(min_length=1, description="Topic slugs every question's `topic` must come from.")
     diagram_formats: list[str] = Field(default_factory=list, description="Diagram formats this subject's diagram model writes, most used first.")
     bank: Path | None = Field(default=None, description="Directory of the bundled sample bank (questions.jsonl, answers.jsonl, diagrams.jsonl).")
+    train: dict[str, Any] = Field(default_factory=dict, description="This subject's training defaults: keys of [train] in tutor.toml (e.g. epochs, lora_r).")
 
     @field_validator("topics")
     @classmethod
@@ -431,4 +432,5 @@ class Reward(Model):
     description: str
     task: Literal["answer", "set", "diagram"]
     weight: float = Field(default=1.0, gt=0)
+    subjects: list[str] = Field(default_factory=list, description="The subjects it judges; empty for every subject.")
     score: Callable[[RewardBatch], list[float]]

@@ -110,7 +110,7 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
         settings = TrainConfig.model_validate(config.train.model_dump() | overrides)
     except ValidationError as err:
         raise TutorError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
-    bank, label = ds.choose_bank(kit, state.workspace, bank_path)
+    bank, label, where = ds.choose_bank(kit, state.workspace, bank_path)
     click.echo(f"bank: {label.replace('`', '')}: {len(bank.questions)} questions, {len(bank.answers)} gold answers, {len(bank.diagrams)} diagrams")
     roles = list(ds.ROLES) if role == "all" else [role]
     for wanted, has, what in (("answer", bank.answers, "gold answers (tutor teach writes them)"), ("diagram", bank.diagrams, "diagrams")):
@@ -125,7 +125,7 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
     tokenizer = load_tokenizer(base, say=_say)
     for name in roles:
         built = ds.build(kit, bank, name, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
-                         user_dirs=state.workspace.template_dirs(kit.name), bank_label=label, out=ds.dataset_dir(state.workspace, kit.name, name))
+                         user_dirs=state.workspace.template_dirs(kit.name), bank_label=label, bank_path=where, out=ds.dataset_dir(state.workspace, kit.name, name))
         click.echo(f"\n{name}: {built.path}  (fingerprint {built.fingerprint})")
         _table(["split", "examples", "identity", "mean tokens", "max tokens"], ds.summary_rows(built))
         click.echo(ds.leakage_line(built))

@@ -19,6 +19,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -107,16 +108,50 @@ class ModelConfig(Model):
     base: str = Field(default="smollm2-135m", description="A preset (`tutor models list`), a Hugging Face id (org/name) or a local model folder.")
 
 
-class TrainConfig(Model):
-    """[train] in tutor.toml: how datasets are split and mixed (and, later, how adapters are trained)."""
+class GrpoConfig(Model):
+    """[train.grpo] in tutor.toml: reinforcement (GRPO) on top of an SFT adapter, scored by the plugins' rewards."""
 
-    seed: int = Field(default=0, description="Seed of the train/validation/test split and of the identity examples' order.")
+    max_steps: int = Field(default=20, ge=1, description="Optimizer steps.")
+    generations: int = Field(default=4, ge=2, description="Completions sampled per prompt; rewards are compared within each group.")
+    prompts_per_step: int = Field(default=2, ge=1, description="Distinct prompts per step (the batch is prompts_per_step x generations completions).")
+    max_completion: int = Field(default=192, ge=8, description="Longest completion, in tokens.")
+    learning_rate: float = Field(default=5e-6, gt=0)
+    beta: float = Field(default=0.0, ge=0, description="KL penalty towards the SFT model; 0 needs no reference model (half the memory).")
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature of the generations.")
+
+
+class TrainConfig(Model):
+    """[train] in tutor.toml: how datasets are split and mixed, and how adapters are trained.
+
+    Layered: these defaults < the subject plugin's `Subject.train` < tutor.toml < command-line flags.
+    """
+
+    # the dataset
+    seed: int = Field(default=0, description="Seed of the split, the identity examples' order and training.")
     validation: float = Field(default=0.1, ge=0, lt=1, description="Share of each question type held out for validation.")
     test: float = Field(default=0.1, ge=0, lt=1, description="Share of each question type held out for test; never trained on.")
     identity_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of the answer role's train split that is identity examples ('who are you').")
     identity_name: str | None = Field(default=None, description="What the tutor calls itself; default '<Subject> Tutor'.")
     identity_maker: str = Field(default="the tutor project", min_length=1, description="Who the tutor says made it.")
     max_length: int = Field(default=2048, ge=16, description="Longest example in tokens: the dataset card counts longer ones, training truncates them.")
+    # LoRA SFT
+    backend: Literal["auto", "peft", "unsloth"] = Field(default="auto", description="auto: Unsloth when a CUDA GPU and unsloth are present, else peft + trl.")
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps (wins over epochs).")
+    max_minutes: float | None = Field(default=None, gt=0, description="Stop (and save) after this much training time.")
+    batch_size: int = Field(default=4, ge=1, description="Sequences per device per step (packed rows when packing).")
+    grad_accum: int = Field(default=1, ge=1, description="Steps of gradient accumulation per optimizer step.")
+    learning_rate: float = Field(default=2e-4, gt=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_targets: list[str] | None = Field(default=None, description="Module names LoRA adapts; default every linear layer of the block.")
+    packing: bool = Field(default=True, description="Pack examples into rows without padding (position ids keep them apart).")
+    save_steps: int = Field(default=25, ge=1, description="Checkpoint every this many steps (--resume restarts from the last).")
+    logging_steps: int = Field(default=1, ge=1)
+    load_in_4bit: bool | None = Field(default=None, description="QLoRA (GPU only); default: when the model's name says bnb-4bit.")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
 
     @model_validator(mode="after")
     def _room_to_train(self) -> TrainConfig:
