@@ -17,11 +17,16 @@ The renderer makes the SVG only when asked for it, so neither side makes one
 here; the baseline makes no PNG either, so the renderer still does more.
 With --repeat N, each measurement is taken N times (baselines and renderer
 interleaved) and the medians are reported too.
+Each measurement also shows how many cores other processes kept busy meanwhile
+(from /proc/stat, less this process and its children): a busy neighbour takes
+a core from the renderer's pool of two but hardly slows the one-core baseline,
+so a round with load elsewhere understates the ratio and should be rerun.
 """
 
 import argparse
 import itertools
 import os
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -64,11 +69,33 @@ def renderer(work) -> tuple[float, int]:
         return time.perf_counter() - start, sum(r.ok for r in results)
 
 
-def report(n: int, base: float, correct: float, ours: float, ok: int | None, label: str = "") -> None:
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has been busy, those of this process and its children); None off Linux."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return None
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait; steal counts (a busy host)
+    own = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def measured(run):
+    """run()'s result, and the cores other processes kept busy while it ran (None where unknown)."""
+    before, start = cpu_seconds(), time.perf_counter()
+    result = run()
+    after, wall = cpu_seconds(), time.perf_counter() - start
+    if before is None or after is None:
+        return result, None
+    return result, max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / wall
+
+
+def report(n: int, base: float, correct: float, ours: float, ok: int | None, label: str = "", elsewhere=(None, None, None)) -> None:
     compiled = f", {ok}/{n} compiled" if ok is not None else ""
-    print(f"{label}baseline  (plain pdflatex, sequential, no png/svg): {n / base:6.2f} diagrams/s  ({base:.1f} s)")
-    print(f"{label}baseline, rerun where a picture records a position (chemfig curly arrows are misplaced after one run): {n / correct:6.2f} diagrams/s  ({correct:.1f} s)")
-    print(f"{label}renderer  (sandbox, fmt, pool, +png; svg only on request, so none here): {n / ours:6.2f} diagrams/s  ({ours:.1f} s{compiled})")
+    other = [f", other processes {e:.2f} cores" if e is not None else "" for e in elsewhere]
+    print(f"{label}baseline  (plain pdflatex, sequential, no png/svg): {n / base:6.2f} diagrams/s  ({base:.1f} s{other[0]})")
+    print(f"{label}baseline, rerun where a picture records a position (chemfig curly arrows are misplaced after one run): {n / correct:6.2f} diagrams/s  ({correct:.1f} s{other[1]})")
+    print(f"{label}renderer  (sandbox, fmt, pool, +png; svg only on request, so none here): {n / ours:6.2f} diagrams/s  ({ours:.1f} s{compiled}{other[2]})")
     print(f"{label}ratio: {base / ours:.2f}x against the plain baseline, {correct / ours:.2f}x against the rerun baseline", flush=True)
 
 
@@ -81,11 +108,12 @@ def main():
     print(f"{len(work)} diagrams, {os.cpu_count()} cores")
     rounds = []
     for i in range(args.repeat):
-        base = baseline(work)
-        correct = baseline(work, rerun=True)
-        ours, ok = renderer(work)
+        base, base_elsewhere = measured(lambda: baseline(work))
+        correct, correct_elsewhere = measured(lambda: baseline(work, rerun=True))
+        (ours, ok), ours_elsewhere = measured(lambda: renderer(work))
         rounds.append((base, correct, ours))
-        report(len(work), base, correct, ours, ok, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
+        report(len(work), base, correct, ours, ok, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "",
+               (base_elsewhere, correct_elsewhere, ours_elsewhere))
     if args.repeat > 1:
         base, correct, ours = (statistics.median(r[k] for r in rounds) for k in range(3))
         report(len(work), base, correct, ours, None, "median: ")

@@ -160,6 +160,30 @@ def test_precompiled_preamble_and_plain_compile_agree(tmp_path, tikz):
     assert fast.png.read_bytes() == plain.png.read_bytes()
 
 
+def test_many_at_once_build_each_format_once_and_keep_the_order(tmp_path, tikz, monkeypatch):
+    commands, real = [], subprocess.Popen
+
+    def spy(command, **kwargs):
+        if command[0] == "pdflatex":
+            commands.append(command)
+        return real(command, **kwargs)
+
+    monkeypatch.setattr("tutor.diagrams.subprocess.Popen", spy)
+    axes = tikz.model_copy(update={"name": "axes", "preamble": tikz.preamble + "\n\\tikzset{every picture/.style={thick}}"})
+    jobs = [(tikz, PICTURE, False), (tikz, PICTURE.replace("$F$", "$G$"), False), (axes, PICTURE, False), (axes, "\\oops", False)]
+    renderer = Renderer(tmp_path / "cache")
+    results = renderer.render_many(jobs, workers=2)
+    assert [(r.format, r.ok) for r in results] == [("tikz", True), ("tikz", True), ("axes", True), ("axes", False)]
+    builds = [c for c in commands if "-ini" in c]
+    assert "G" in pdf_text(results[1].pdf) and len(builds) == 2
+    assert commands[:2] == builds  # both formats first, side by side, not the second when its first job comes
+    assert all(r.cached for r in renderer.render_many(jobs[:3], workers=2)) and len(commands) == 5  # nothing built or compiled again
+
+    broken = tikz.model_copy(update={"name": "broken", "preamble": "\\usepackage{tikz}\\oops"})
+    with pytest.raises(TutorError, match="diagram format 'broken': its preamble does not compile"):
+        renderer.render_many([(tikz, PICTURE, False), (broken, PICTURE, False)], workers=2)
+
+
 def test_missing_system_package_is_one_line_naming_it(tikz):
     broken = tikz.model_copy(update={"name": "broken", "preamble": "\\usepackage{nosuchpackage-tutor}"})
     with pytest.raises(TutorError, match=r"^nosuchpackage-tutor\.sty is missing: install the TeX Live package that provides it"):

@@ -182,6 +182,15 @@ class Renderer:
         jobs = list(jobs)
         # One per core: a compile is CPU-bound (more workers measured no faster, only noisier).
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            if self.precompile:
+                # Build the formats the jobs will need first, side by side. Left to the jobs, the
+                # first job of a format builds it (~0.5 s) while the next worker, on a job of the
+                # same format, waits for it: one core idle per format. A build that fails is
+                # reported by the jobs of its format, which try it again.
+                needed = {fmt.name: fmt for fmt, code, standalone in jobs
+                          if not standalone and not (self._entry(_Job(fmt, code, standalone).key) / "result.json").exists()}
+                for fmt in needed.values():
+                    pool.submit(self._format_file, fmt)
             futures = [pool.submit(self.render, fmt, code, standalone) for fmt, code, standalone in jobs]
             results = []
             for future in futures:
