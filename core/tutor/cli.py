@@ -518,10 +518,10 @@ from .teach_cli import teach  # noqa: E402 - stage groups live in their own modu
 
 cli.add_command(teach)
 
-from .train_cli import dataset, models  # noqa: E402 - the training stage's commands
+from .train_cli import ask, dataset, models, train  # noqa: E402 - the training stage's commands
 
-cli.add_command(models)
-cli.add_command(dataset)
+for command in (models, dataset, train, ask):
+    cli.add_command(command)
 
 
 def main() -> None:

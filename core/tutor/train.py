@@ -8,7 +8,7 @@ and writes the files.
 
 Every run is a folder; the newest finished one is what `ask` loads:
 
-  <workspace>/<subject>/adapters/<role>/<run>/     run = <UTC time>-<sft|grpo>
+  <workspace>/<subject>/adapters/<role>/<run>/     run = <UTC time to the ms>-<sft|grpo>
     tutor-run.json        what it was started with (written first: --resume reads it)
     checkpoints/          the trainer's checkpoints, for --resume
     log.jsonl             one line per logged step and evaluation (append-only)
@@ -133,11 +133,13 @@ def check_bound(meta: dict[str, Any], subject: str, role: str, what: str) -> Non
 
 def _new_run(workspace: Workspace, subject: str, role: str, method: str) -> Path:
     """A fresh run folder, named by rank 0 and shared with the other ranks."""
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
-    name = [time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{method}"]
+    state = _state()
+    from datetime import UTC, datetime
+
+    # Milliseconds: runs sort by name, and tests (or scripts) start two in one second.
+    name = [datetime.now(UTC).strftime("%Y%m%d-%H%M%S.%f")[:-3] + f"-{method}"]
     if state.num_processes > 1:
         broadcast_object_list(name, from_process=0)
     path = adapters_dir(workspace, subject, role) / name[0]
@@ -189,7 +191,7 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def load_base(base: str, settings: TrainConfig, *, backend: str, say: Callable[[str], None] = _say) -> Loaded:
+def load_base(base: str, settings: TrainConfig, *, backend: str, plan: dict[str, Any], say: Callable[[str], None] = _say) -> Loaded:
     """The base model and tokenizer, from the backend that will train them."""
     from .basemodels import load_model, load_tokenizer, resolve
 
@@ -211,8 +213,10 @@ def load_base(base: str, settings: TrainConfig, *, backend: str, say: Callable[[
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
-    # float32 on a CPU (bf16 matmuls are slow there); bf16 on a GPU that has it.
-    dtype = torch.bfloat16 if _cuda() and torch.cuda.is_bf16_supported() else torch.float32
+    if plan["flash_attention"]:
+        kwargs["attn_implementation"] = "flash_attention_2"
+    # On a GPU, bf16 weights; on a CPU, fp32 weights under bf16 autocast (bf16 weights measured 0.6x autocast there).
+    dtype = torch.bfloat16 if plan["device"] == "cuda" and plan["bf16"] else torch.float32
     model = load_model(base, dtype=dtype, say=say, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -303,14 +307,49 @@ def _use_bar(trainer, bar_class) -> None:
     trainer.add_callback(bar_class)
 
 
-def _common_args(run: Path, settings: TrainConfig) -> dict[str, Any]:
+def hardware_plan(settings: TrainConfig, backend: str) -> dict[str, Any]:
+    """What this machine runs: the 'auto' settings made concrete (and recorded in the run's metadata).
+
+    Measured on the 2-core CPU (SmolLM2-135M, LoRA r16, fwd+bwd): bf16 autocast on AMX
+    2.5x fp32; one example per forward pass as fast per token as four padded ones, at
+    a third of the memory (no padding, so no attention mask and sdpa's causal kernel);
+    packed rows 0.6x (sdpa has no varlen kernel on a CPU, so a packed row costs its
+    full square of attention); gradient checkpointing 0.85x. On a GPU with a varlen
+    kernel, packing wins instead.
+    """
+    import importlib.util
+
     import torch
 
     cuda = torch.cuda.is_available()
+    if settings.precision == "auto":
+        bf16 = torch.cuda.is_bf16_supported() if cuda else _cpu_has_native_bf16()
+    else:
+        bf16 = settings.precision == "bf16"
+    varlen = backend == "unsloth" or (cuda and importlib.util.find_spec("flash_attn") is not None)
+    return {"device": "cuda" if cuda else "cpu", "bf16": bf16,
+            "packing": varlen if settings.packing is None else settings.packing,
+            "flash_attention": varlen and backend != "unsloth",
+            "gradient_checkpointing": cuda if settings.gradient_checkpointing is None else settings.gradient_checkpointing,
+            # TRL's fused LM head never builds the full logits: a memory win on a GPU with a big vocabulary,
+            # but measured 1.15-1.5x slower than the model's own loss on a CPU.
+            "fused_loss": cuda,
+            "micro_batch": min(settings.micro_batch or (settings.batch_size if cuda else 1), settings.batch_size)}
+
+
+def _cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls in hardware. Elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def _common_args(run: Path, settings: TrainConfig, plan: dict[str, Any]) -> dict[str, Any]:
     return {
         "output_dir": str(run / CHECKPOINTS), "seed": settings.seed, "report_to": [], "save_strategy": "steps",
         "save_total_limit": 2, "logging_steps": settings.logging_steps, "disable_tqdm": False,
-        "use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported(), "dataloader_num_workers": 0,
+        "use_cpu": plan["device"] == "cpu", "bf16": plan["bf16"], "dataloader_num_workers": 0,
+        "activation_checkpointing": plan["gradient_checkpointing"],  # transformers 5 name of gradient checkpointing
         # DDP over gloo on CPUs: LoRA leaves most parameters frozen, which DDP must be told about.
         "ddp_find_unused_parameters": False,
     }
@@ -330,11 +369,11 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
     """LoRA SFT of the subject's `role` adapter on its dataset; returns the finished run."""
     from . import dataset as ds
 
-    data, data_meta = ds.load(workspace, kit.name, role, dataset_path)
-    if start_from is not None:
+    if start_from is not None:  # checked first: the refusal must not hide behind a missing dataset
         parent = read_meta(start_from)
         check_bound(parent, kit.name, role, f"the adapter {start_from}")
         base = parent["base_model"]
+    data, data_meta = ds.load(workspace, kit.name, role, dataset_path)
     if resume:
         run = _unfinished(workspace, kit.name, role, "sft")
         started_with = read_meta(run, RUN_META)
@@ -351,25 +390,34 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
         run = _new_run(workspace, kit.name, role, "sft")
     say(f"training the {kit.name} {role} adapter ({backend}) from {base}: {len(data['train'])} train / "
         f"{len(data['validation'])} validation examples -> {run}")
-    loaded = load_base(base, settings, backend=backend, say=say)
-    started_with = {"subject": kit.name, "role": role, "method": "sft", "base_model": loaded.base, "backend": backend,
+    plan = hardware_plan(settings, backend)
+    loaded = load_base(base, settings, backend=backend, plan=plan, say=say)
+    started_with = {"subject": kit.name, "role": role, "method": "sft", "base_model": loaded.base, "backend": backend, "plan": plan,
                     "start_from": str(start_from) if start_from else None, "settings": settings.model_dump(mode="json"),
                     "dataset": {"path": str(dataset_path or ds.dataset_dir(workspace, kit.name, role)), "fingerprint": data_meta["fingerprint"]}}
     if _main_process() and not resume:
         _write_json(run / RUN_META, started_with)
     model = add_lora(loaded, settings, start_from)
-    trainer = _sft_trainer(model, loaded.tokenizer, run, settings, data)
+    trainer = _sft_trainer(model, loaded.tokenizer, run, settings, plan, data)
+    if len(trainer.train_dataset) == 0:
+        if _main_process() and not resume:
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)  # nothing was trained: leave no unfinished run for --resume to find
+        raise TutorError(f"no {role} example keeps any of its answer within max_length = {settings.max_length} tokens: raise max_length "
+                         f"(the dataset card gives the longest)")
     started = time.monotonic()
     extra, bar = _callbacks(run, settings, started)
     for callback in extra:
         trainer.add_callback(callback)
     _use_bar(trainer, bar)
     evaluate = len(data["validation"]) > 0
-    before = trainer.evaluate()["eval_loss"] if evaluate and not resume else None
+    # .get: under torchrun only rank 0 is sure to hold the gathered loss, and only rank 0 writes it down.
+    before = trainer.evaluate().get("eval_loss") if evaluate and not resume else None
     checkpoint = _last_checkpoint(run) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
-    after = trainer.evaluate()["eval_loss"] if evaluate else None
+    after = trainer.evaluate().get("eval_loss") if evaluate else None
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     metrics = {
         "train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
@@ -381,23 +429,36 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
     return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, data_meta)
 
 
-def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, data):
+def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict[str, Any], data):
+    from transformers import Trainer
     from trl import SFTConfig, SFTTrainer
 
+    class TutorSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if plan["fused_loss"]:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # The model's own loss on the collator's labels: -100 outside the completion, so still assistant-only.
+            if model.training:
+                self._total_train_tokens += int(self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
     args = SFTConfig(
-        **_common_args(run, settings),
-        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
+        **_common_args(run, settings, plan),
+        per_device_train_batch_size=plan["micro_batch"], per_device_eval_batch_size=plan["micro_batch"],
+        gradient_accumulation_steps=math.ceil(settings.batch_size / plan["micro_batch"]),
+        learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
         max_steps=settings.max_steps or -1, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
-        save_steps=settings.save_steps, eval_strategy="no", max_length=settings.max_length,
-        # Packing: best-fit rows with position ids that restart per example, no padding at all;
-        # transformers turns restarting position ids into a block-diagonal mask, so examples never see each other.
-        packing=settings.packing, packing_strategy="bfd", padding_free=settings.packing, completion_only_loss=True,
+        save_steps=settings.save_steps, eval_strategy="no", max_length=settings.max_length, completion_only_loss=True,
+        # Packing: best-fit rows with position ids that restart per example, no padding at all; examples never see
+        # each other. Without it: one example per pass on a CPU, else batches of similar length padded to their longest.
+        packing=plan["packing"], packing_strategy="bfd", padding_free=plan["packing"],
+        train_sampling_strategy="group_by_length" if plan["micro_batch"] > 1 and not plan["packing"] else "random",
         dataset_num_proc=None, remove_unused_columns=True,
     )
     validation = prompt_completion(data["validation"]) if len(data["validation"]) else None
-    return _quiet(lambda: SFTTrainer(model=model, args=args, train_dataset=prompt_completion(data["train"]), eval_dataset=validation,
-                                     processing_class=tokenizer))
+    return _quiet(lambda: TutorSFTTrainer(model=model, args=args, train_dataset=prompt_completion(data["train"]), eval_dataset=validation,
+                                          processing_class=tokenizer))
 
 
 def _quiet(make):
@@ -413,10 +474,16 @@ def _quiet(make):
             enable_progress_bar()
 
 
-def _main_process() -> bool:
+def _state():
+    """The processes of this run. cpu=True on a CPU: without it accelerate does not join a torchrun
+    group there, and every rank would think itself rank 0."""
     from accelerate import PartialState
 
-    return PartialState().is_main_process
+    return PartialState(cpu=not _cuda())
+
+
+def _main_process() -> bool:
+    return _state().is_main_process
 
 
 def _round(value: float | None) -> float | None:
@@ -478,53 +545,155 @@ def plot_losses(log: Path, out: Path, title: str) -> Path | None:
     return out
 
 
-# --- inference (ask) ----------------------------------------------------------------------------
+# --- GRPO ------------------------------------------------------------------------------
 
 
-def load_for_inference(workspace: Workspace, subject: str, role: str, *, adapter: Path | None = None, base_only: bool = False,
-                       base: str | None = None, say: Callable[[str], None] = _say):
-    """(model, tokenizer, adapter folder or None): the base model plus the subject's latest adapter of `role`."""
-    from .basemodels import load_model, load_tokenizer
+def rewards_for(kit: SubjectKit, task: str) -> list:
+    """The registered rewards that judge `task` for this subject (a reward's `subjects` empty: every subject)."""
+    from .registry import registry
 
-    if not base_only:
-        adapter = adapter or latest_adapter(workspace, subject, role)
-        if adapter is None:
-            raise TutorError(f"{subject} has no trained {role} adapter yet: run `tutor --subject {subject} train --role {role}` "
-                             f"(or ask with --base for the untrained model)")
-        meta = read_meta(adapter)
-        if meta.get("subject") != subject:
-            raise TutorError(f"the adapter {adapter} belongs to {meta.get('subject')!r}: refusing to answer {subject} with it")
-        base = meta["base_model"]
-    model = load_model(base, say=say)
-    tokenizer = load_tokenizer(base, say=say)
-    if not base_only:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
-    return model, tokenizer, None if base_only else adapter
+    found = [r for r in registry().rewards.values() if r.task == task and (not r.subjects or kit.name in r.subjects)]
+    if not found:
+        raise TutorError(f"no reward judges the {task} task for {kit.name}: GRPO has nothing to learn from")
+    return found
 
 
-def generate(model, tokenizer, messages: list[dict[str, str]], *, max_new_tokens: int = 384, stream: Callable[[str], None] | None = None) -> str:
-    """Greedy decoding of the assistant's reply (deterministic: the same adapter answers the same way)."""
-    import torch
-    from transformers import TextIteratorStreamer
+def _bank_of(kit: SubjectKit, workspace: Workspace, data_meta: dict):
+    """The bank the dataset was built from (its questions carry the mark schemes the rewards read)."""
+    from . import dataset as ds
+    from .bank import load_bank
 
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    kwargs = {**inputs, "max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.1,
-              "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
-    if stream is None:
-        with torch.no_grad():
-            out = model.generate(**kwargs)
-        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    import threading
+    where = data_meta.get("bank_path")
+    if where and Path(where).exists():
+        return load_bank(kit, Path(where))
+    return ds.choose_bank(kit, workspace)[0]
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    worker = threading.Thread(target=lambda: torch.no_grad()(model.generate)(**kwargs, streamer=streamer))
-    worker.start()
-    pieces = []
-    for piece in streamer:
-        pieces.append(piece)
-        stream(piece)
-    worker.join()
-    return "".join(pieces).strip()
+
+def grpo_prompts(kit: SubjectKit, workspace: Workspace, task: str, split, bank):
+    """The prompts GRPO samples from: the train split's, or for `set`, one request per type and topic of it."""
+    from datasets import Dataset
+
+    if task != "set":
+        rows = [{"prompt": r["messages"][:-1], "id": r["id"], "question_id": r["question_id"], "format": r["format"]}
+                for r in split if r["kind"] != "identity"]
+        return Dataset.from_list(rows)
+    from .prompts import question_context, render
+
+    by_id = {q.id: q for q in bank.questions}
+    rows, seen = [], set()
+    for r in split:
+        question = by_id.get(r["question_id"])
+        if question is None or (question.type, question.topic) in seen:
+            continue
+        seen.add((question.type, question.topic))
+        context = question_context(kit, question, topic=question.topic, examples=[q for q in bank.questions if q.type == question.type])
+        messages = render(kit, "set", workspace.template_dirs(kit.name), **context)
+        rows.append({"prompt": messages, "id": f"set-{question.type}-{question.topic}", "question_id": question.id, "format": ""})
+    return Dataset.from_list(rows)
+
+
+def reward_function(reward, task: str, kit: SubjectKit, bank, compile_fn):
+    """A TRL reward function around a plugin Reward: builds the RewardBatch, checks what comes back."""
+    from .models import RewardBatch
+
+    by_id = {q.id: q for q in bank.questions}
+
+    def score(prompts, completions, id, question_id, format, **_):  # noqa: A002 - TRL passes dataset columns by name
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        users = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        order: dict[str, int] = {}
+        groups = [order.setdefault(key, len(order)) for key in id]  # a prompt's generations share its example id
+        questions = [None if task == "set" else by_id.get(q) for q in question_id]
+        batch = RewardBatch(task=task, completions=texts, prompts=users, questions=questions, formats=list(format), groups=groups,
+                            subject=kit.subject, bank=bank.questions, compile=compile_fn)
+        try:
+            scores = list(reward.score(batch))
+        except TutorError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a plugin's bug, named
+            raise TutorError(f"reward {reward.name!r} failed: {type(err).__name__}: {err}") from err
+        if len(scores) != len(texts) or not all(isinstance(s, int | float) and 0 <= s <= 1 for s in scores):
+            raise TutorError(f"reward {reward.name!r} must return {len(texts)} scores in [0, 1]; it returned {scores[:8]}")
+        return [float(s) for s in scores]
+
+    score.__name__ = reward.name
+    return score
+
+
+def _compiler(kit: SubjectKit, workspace: Workspace):
+    from .diagrams import Renderer
+
+    renderer = Renderer(workspace.cache_dir / "diagrams")
+
+    def compile_fn(format_name: str, code: str) -> str | None:
+        result = renderer.render(kit.format(format_name), code)
+        return None if result.ok else str(result.error)
+
+    return compile_fn
+
+
+def grpo(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig, *, task: str | None = None,
+         start_from: Path | None = None, say: Callable[[str], None] = _say) -> Result:
+    """GRPO of the subject's `role` adapter, from its newest finished adapter (or `start_from`)."""
+    from . import dataset as ds
+
+    task = task or role
+    start_from = start_from or latest_adapter(workspace, kit.name, role)
+    if start_from is None:
+        raise TutorError(f"{kit.name} has no finished {role} adapter to reinforce: run `tutor --subject {kit.name} train --role {role}` first")
+    parent = read_meta(start_from)
+    check_bound(parent, kit.name, role, f"the adapter {start_from}")
+    data, data_meta = ds.load(workspace, kit.name, role)
+    bank = _bank_of(kit, workspace, data_meta)
+    rewards = rewards_for(kit, task)
+    prompts = grpo_prompts(kit, workspace, task, data["train"], bank)
+    if not len(prompts):
+        raise TutorError(f"the {role} dataset's train split has no prompts for the {task} task")
+    backend = choose_backend(settings.backend)
+    plan = hardware_plan(settings, backend)
+    run = _new_run(workspace, kit.name, role, "grpo")
+    g = settings.grpo
+    say(f"GRPO on the {kit.name} {role} adapter ({task} task, {backend}) from {start_from}: {len(prompts)} prompts, "
+        f"rewards {', '.join(f'{r.name} x{r.weight:g}' for r in rewards)} -> {run}")
+    loaded = load_base(parent["base_model"], settings, backend=backend, plan=plan, say=say)
+    started_with = {"subject": kit.name, "role": role, "method": "grpo", "task": task, "base_model": loaded.base, "backend": backend,
+                    "plan": plan, "start_from": str(start_from), "rewards": {r.name: r.weight for r in rewards},
+                    "settings": settings.model_dump(mode="json"),
+                    "dataset": {"path": str(ds.dataset_dir(workspace, kit.name, role)), "fingerprint": data_meta["fingerprint"]}}
+    if _main_process():
+        _write_json(run / RUN_META, started_with)
+    model = add_lora(loaded, settings, start_from)
+    compile_fn = _compiler(kit, workspace)
+    trainer = _grpo_trainer(model, loaded.tokenizer, run, settings, plan, prompts,
+                            [reward_function(r, task, kit, bank, compile_fn) for r in rewards], [r.weight for r in rewards])
+    started = time.monotonic()
+    extra, bar = _callbacks(run, settings, started)
+    for callback in extra:
+        trainer.add_callback(callback)
+    _use_bar(trainer, bar)
+    output = trainer.train()
+    seconds = time.monotonic() - started
+    logged = [row for row in trainer.state.log_history if "reward" in row]
+    metrics = {
+        "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3), "seconds": round(seconds, 1),
+        "train_loss": round(output.training_loss, 4), "eval_loss_before": None, "eval_loss_after": None,
+        "reward_first": _round(logged[0]["reward"]) if logged else None, "reward_last": _round(logged[-1]["reward"]) if logged else None,
+        "rewards_last": {r.name: _round(logged[-1].get(f"rewards/{r.name}/mean")) for r in rewards} if logged else {},
+        "tokens_per_second": None, "peak_rss_mb": peak_rss_mb(), "processes": trainer.args.world_size,
+        "stopped_by_time_budget": bool(settings.max_minutes and seconds > settings.max_minutes * 60),
+    }
+    return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, data_meta)
+
+
+def _grpo_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict[str, Any], prompts, functions, weights):
+    from trl import GRPOConfig, GRPOTrainer
+
+    g = settings.grpo
+    args = GRPOConfig(
+        **_common_args(run, settings, plan),
+        per_device_train_batch_size=g.prompts_per_step * g.generations, num_generations=g.generations,
+        max_completion_length=g.max_completion, learning_rate=g.learning_rate, beta=g.beta, temperature=g.temperature,
+        max_steps=g.max_steps, reward_weights=weights, save_steps=settings.save_steps, lr_scheduler_type="constant",
+        remove_unused_columns=False,
+    )
+    return _quiet(lambda: GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=prompts, processing_class=tokenizer))
