@@ -105,6 +105,29 @@ def test_sft_saves_adapter_metadata_log_and_plot(sft_run, workspace, tiny_model)
     assert tr.latest_adapter(Workspace(workspace), "physics", "answer") == run
 
 
+def test_validation_loss_is_measured_before_training_and_after_each_epoch(workspace):
+    code, out = invoke("--subject", "physics", "train", "--epochs", "2", "--batch-size", "8", workspace=workspace)
+    assert code == 0, out
+    run = Path(out.split("adapter: ")[1].split("\n")[0])
+    steps = tr.read_meta(run)["metrics"]["steps"]
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    evaluated = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    assert [step for step, _ in evaluated] == [0, steps // 2, steps]  # the epoch-end evaluation is not repeated at the end
+    assert tr.read_meta(run)["metrics"]["eval_loss_after"] == round(evaluated[-1][1], 4)
+
+
+def test_loss_plot_smooths_training_loss_and_puts_reward_on_its_own_axis(tmp_path):
+    assert tr._smoothed([2.0] * 6) == pytest.approx([2.0] * 6)  # debiased: no dip towards zero at the start
+    zigzag = [1.0, 3.0] * 10
+    assert max(tr._smoothed(zigzag)[5:]) - min(tr._smoothed(zigzag)[5:]) < 1.0  # the raw swing is 2.0
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(row) + "\n" for row in [{"step": 0, "eval_loss": 2.5}]
+                           + [{"step": n, "loss": 0.01 * n, "reward": 0.1 * n} for n in range(1, 8)]), encoding="utf-8")
+    assert tr.plot_losses(log, tmp_path / "loss.png", "t") == tmp_path / "loss.png"
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tr.plot_losses(tmp_path / "missing.jsonl", tmp_path / "none.png", "t") is None
+
+
 def test_loss_is_on_assistant_tokens_only(workspace, tiny_model):
     from tutor import dataset as ds
 
@@ -307,11 +330,24 @@ def test_ask_answers_a_bank_question_with_and_without_the_adapter(sft_run, works
     assert code == 0, out
     assert f"{question}:\nAnswer this" in out and "--- base model ---" in out and "--- tuned: " in out
     code, out = invoke("--subject", "physics", "ask", "What is a newton?", "--base", "--max-new-tokens", "4", workspace=workspace)
-    assert code == 0, out
+    assert code == 0 and "[stopped at 4 new tokens: --max-new-tokens allows more]" in out, out
     code, out = invoke("--subject", "physics", "ask", "--id", "nosuchquestion", workspace=workspace)
     assert code == 2 and "error: unknown question 'nosuchquestion'; valid: " in out
     code, out = invoke("--subject", "physics", "ask", workspace=workspace)
     assert code == 2 and "give the question as TEXT or as --id QUESTION" in out
+
+
+def test_streamed_reply_is_the_returned_reply(sft_run, workspace):
+    from tutor.ask import generate, load_for_inference
+
+    ws = Workspace(workspace)
+    model, tokenizer, _ = load_for_inference(ws, "physics", "answer", adapter=sft_run[0], base=ws.config().model.base)
+    messages = [{"role": "user", "content": "What is a joule?"}]
+    pieces = []
+    streamed = generate(model, tokenizer, messages, max_new_tokens=48, stream=pieces.append)
+    quiet = generate(model, tokenizer, messages, max_new_tokens=48)
+    assert streamed == quiet and streamed.cut and "".join(pieces).strip() == streamed.text != ""
+    assert "\ufffd" not in streamed.text
 
 
 def test_ask_without_an_adapter_says_how_to_get_one(tmp_path, tiny_model):

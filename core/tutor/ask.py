@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import TutorError, UnknownName
 from .registry import SubjectKit
@@ -118,27 +119,39 @@ def load_for_inference(workspace: Workspace, subject: str, role: str, *, adapter
     return model, tokenizer, None if base_only else adapter
 
 
-def generate(model, tokenizer, messages: list[dict[str, str]], *, max_new_tokens: int = 384, stream: Callable[[str], None] | None = None) -> str:
+class Reply(NamedTuple):
+    text: str
+    cut: bool  # stopped by max_new_tokens rather than by the model's end of turn
+
+
+def generate(model, tokenizer, messages: list[dict[str, str]], *, max_new_tokens: int = 384,
+             stream: Callable[[str], None] | None = None) -> Reply:
     """Greedy decoding of the assistant's reply (deterministic: the same adapter answers the same way)."""
+    import threading
+
     import torch
     from transformers import TextIteratorStreamer
 
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    prompt_length = inputs["input_ids"].shape[1]
     kwargs = {**inputs, "max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.1,
               "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
-    if stream is None:
-        with torch.no_grad():
-            out = model.generate(**kwargs)
-        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    import threading
-
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    worker = threading.Thread(target=lambda: torch.no_grad()(model.generate)(**kwargs, streamer=streamer))
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    output = []
+    worker = threading.Thread(target=lambda: output.append(torch.no_grad()(model.generate)(**kwargs, streamer=streamer)))
     worker.start()
-    pieces = []
-    for piece in streamer:
-        pieces.append(piece)
-        stream(piece)
+    if streamer is not None:
+        # One piece behind, so that a character cut in half by max_new_tokens (the streamer's final flush
+        # decodes its first bytes as U+FFFD) can be dropped before it is shown.
+        held = ""
+        for piece in streamer:
+            if held:
+                stream(held)
+            held = piece
+        stream(held.rstrip("\ufffd"))
     worker.join()
-    return "".join(pieces).strip()
+    new_tokens = output[0][0, prompt_length:]
+    text = tokenizer.decode(new_tokens, skip_special_tokens=True).rstrip("\ufffd").strip()
+    cut = len(new_tokens) >= max_new_tokens and int(new_tokens[-1]) != tokenizer.eos_token_id
+    return Reply(text, cut)

@@ -54,6 +54,9 @@ class TutorGroup(click.Group):
     def main(self, *args, **kwargs):
         # Plugin warnings can fire while --help lists commands, before invoke().
         warnings.showwarning = _one_line_warning
+        # Deprecation notices between the ML libraries (peft calling a renamed transformers property,
+        # say) are for their developers; a teacher running `tutor train` can do nothing about them.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl|accelerate|datasets)(\.|$)")
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx):

@@ -417,7 +417,7 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
     checkpoint = _last_checkpoint(run) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
-    after = trainer.evaluate().get("eval_loss") if evaluate else None
+    after = _final_eval_loss(trainer) if evaluate else None
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     metrics = {
         "train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
@@ -427,6 +427,14 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
         "stopped_by_time_budget": bool(settings.max_minutes and seconds > settings.max_minutes * 60),
     }
     return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, data_meta)
+
+
+def _final_eval_loss(trainer) -> float | None:
+    """The validation loss at the last step: the end-of-epoch evaluation when it fell there, else a new one."""
+    last = next((row for row in reversed(trainer.state.log_history) if "eval_loss" in row), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return last["eval_loss"]
+    return trainer.evaluate().get("eval_loss")
 
 
 def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict[str, Any], data):
@@ -449,7 +457,7 @@ def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict[
         gradient_accumulation_steps=math.ceil(settings.batch_size / plan["micro_batch"]),
         learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
         max_steps=settings.max_steps or -1, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
-        save_steps=settings.save_steps, eval_strategy="no", max_length=settings.max_length, completion_only_loss=True,
+        save_steps=settings.save_steps, eval_strategy="epoch" if len(data["validation"]) else "no", max_length=settings.max_length, completion_only_loss=True,
         # Packing: best-fit rows with position ids that restart per example, no padding at all; examples never see
         # each other. Without it: one example per pass on a CPU, else batches of similar length padded to their longest.
         packing=plan["packing"], packing_strategy="bfd", padding_free=plan["packing"],
@@ -515,7 +523,8 @@ def _split_sizes(data_meta: dict) -> dict[str, int]:
 
 
 def plot_losses(log: Path, out: Path, title: str) -> Path | None:
-    """loss.png from log.jsonl: training loss per step, validation loss where measured, reward for GRPO."""
+    """loss.png from log.jsonl: training loss per step (raw and smoothed), validation loss where measured,
+    and for GRPO the mean reward on its own axis (its scale has nothing to do with the loss's)."""
     if not log.is_file():
         return None
     import matplotlib
@@ -524,24 +533,46 @@ def plot_losses(log: Path, out: Path, title: str) -> Path | None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    curves = {"training loss": [(r["step"], r["loss"]) for r in rows if "loss" in r],
-              "validation loss": [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r],
-              "mean reward": [(r["step"], r["reward"]) for r in rows if "reward" in r]}
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    validation = sorted(dict((r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r).items())
+    reward = [(r["step"], r["reward"]) for r in rows if "reward" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for label, points in curves.items():
-        if points:
-            style = "o-" if len(points) < 3 else "-"
-            ax.plot(*zip(*points), style, label=label)
+    if train:
+        steps, losses = zip(*train)
+        # Each step's loss comes from a handful of examples of very different difficulty, so the raw curve
+        # zig-zags; the smoothed one (an exponential moving average, as TensorBoard draws) shows the trend.
+        ax.plot(steps, losses, "-", color="tab:blue", alpha=0.3, label="training loss")
+        if len(train) >= 5:
+            ax.plot(steps, _smoothed(losses), "-", color="tab:blue", label="training loss, smoothed")
+    if validation:
+        ax.plot(*zip(*validation), "o-", color="tab:orange", label="validation loss")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss / reward")
+    ax.set_ylabel("loss")
+    handles, labels = ax.get_legend_handles_labels()
+    if reward:
+        right = ax.twinx()
+        right.plot(*zip(*reward), "-", color="tab:green", label="mean reward")
+        right.set_ylabel("mean reward")
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if handles:
+        ax.legend(handles, labels)
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out)
+    return out
+
+
+def _smoothed(values, weight: float = 0.8) -> list[float]:
+    """Exponential moving average, debiased so the first points are not pulled towards zero."""
+    average, out = 0.0, []
+    for n, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** n))
     return out
 
 

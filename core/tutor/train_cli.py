@@ -274,8 +274,10 @@ def ask(state, text, question_id, role, format_name, base_only, compare, adapter
             click.echo(f"--- {label} ---")
         reply = generate(model, tokenizer, messages, max_new_tokens=max_new_tokens, stream=lambda piece: click.echo(piece, nl=False))
         click.echo()
+        if reply.cut:
+            click.echo(f"[stopped at {max_new_tokens} new tokens: --max-new-tokens allows more]")
         if fmt is not None:
-            click.echo(draw(state.workspace, fmt, reply))
+            click.echo(draw(state.workspace, fmt, reply.text))
 
     if compare:
         with model.disable_adapter():  # the same weights without the adapter: the base model, loaded once
