@@ -58,7 +58,7 @@ def tutor_side(workspace: Path, subject: str, role: str, epochs: float, max_leng
                            lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"], save_steps=10_000)
     result = tr.sft(get_subject(subject), Workspace(workspace), role, settings, base="smollm2-135m", say=lambda _: None)
     m = result.meta["metrics"]
-    return {"tokens": m["train_tokens_per_epoch"] * epochs, "tokens_per_second": m["tokens_per_second"], "train_loss": m["train_loss"],
+    return {"tokens": m["trained_tokens"], "tokens_per_second": m["tokens_per_second"], "train_loss": m["train_loss"],
             "plan": result.meta["plan"]}
 
 

@@ -149,6 +149,7 @@ def test_resume_continues_from_the_last_checkpoint(workspace):
     code, out = invoke("--subject", "physics", "train", "--max-steps", "4", workspace=workspace)
     assert code == 0, out
     run = tr.latest_adapter(Workspace(workspace), "physics", "answer")
+    whole = tr.read_meta(run)["metrics"]
     (run / tr.ADAPTER_META).unlink()  # as if it had been killed after its step-2 checkpoint
     for late in (run / "checkpoints").glob("checkpoint-4"):
         import shutil
@@ -161,6 +162,8 @@ def test_resume_continues_from_the_last_checkpoint(workspace):
     assert meta["metrics"]["steps"] == 4 and meta["settings"]["learning_rate"] == 0.005  # the run's own settings, not the new flag
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert steps == [1, 2, 3, 4, 3, 4]  # appended: steps 3 and 4 again, from checkpoint-2
+    # Throughput counts only what this call trained: steps 3 and 4, half of what the whole run trained.
+    assert meta["metrics"]["trained_tokens"] == pytest.approx(whole["trained_tokens"] / 2, abs=1)
 
 
 def test_examples_truncated_to_nothing_are_a_clear_error(workspace):

@@ -415,18 +415,27 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
     # .get: under torchrun only rank 0 is sure to hold the gathered loss, and only rank 0 writes it down.
     before = trainer.evaluate().get("eval_loss") if evaluate and not resume else None
     checkpoint = _last_checkpoint(run) if resume else None
+    resumed_at = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
     after = _final_eval_loss(trainer) if evaluate else None
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    trained = round(tokens * ((trainer.state.epoch or 0) - resumed_at.get("epoch", 0)))
     metrics = {
         "train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
         "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3), "seconds": round(seconds, 1),
-        "tokens_per_second": round(tokens * (trainer.state.epoch or 0) / max(output.metrics["train_runtime"], 1e-9), 1),
+        "trained_tokens": trained, "tokens_per_second": round(trained / _training_seconds(trainer, output, resumed_at), 1),
         "train_tokens_per_epoch": tokens, "peak_rss_mb": peak_rss_mb(), "processes": trainer.args.world_size,
         "stopped_by_time_budget": bool(settings.max_minutes and seconds > settings.max_minutes * 60),
     }
     return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, data_meta)
+
+
+def _training_seconds(trainer, output, resumed_at: dict) -> float:
+    """This call's train_runtime less its end-of-epoch evaluations, which Trainer counts in it."""
+    evaluating = sum(row.get("eval_runtime", 0.0) for row in trainer.state.log_history
+                     if row.get("step", 0) > resumed_at.get("global_step", 0))
+    return max(output.metrics["train_runtime"] - evaluating, 1e-9)
 
 
 def _final_eval_loss(trainer) -> float | None:
