@@ -353,6 +353,20 @@ def test_streamed_reply_is_the_returned_reply(sft_run, workspace):
     assert "\ufffd" not in streamed.text
 
 
+def test_a_failing_generate_is_raised_not_waited_on(sft_run, workspace, monkeypatch):
+    from tutor.ask import generate, load_for_inference
+
+    ws = Workspace(workspace)
+    model, tokenizer, _ = load_for_inference(ws, "physics", "answer", adapter=sft_run[0], base=ws.config().model.base)
+
+    def out_of_memory(**_):
+        raise MemoryError("no room for the KV cache")
+
+    monkeypatch.setattr(model, "generate", out_of_memory)
+    with pytest.raises(MemoryError, match="KV cache"):
+        generate(model, tokenizer, [{"role": "user", "content": "What is a joule?"}], stream=lambda _: None)
+
+
 def test_ask_without_an_adapter_says_how_to_get_one(tmp_path, tiny_model):
     (tmp_path / "tutor.toml").write_text(f'[model]\nbase = "{tiny_model}"\n', encoding="utf-8")
     code, out = invoke("--subject", "chemistry", "ask", "What is a mole?", workspace=tmp_path)

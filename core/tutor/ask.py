@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -127,8 +128,6 @@ class Reply(NamedTuple):
 def generate(model, tokenizer, messages: list[dict[str, str]], *, max_new_tokens: int = 384,
              stream: Callable[[str], None] | None = None) -> Reply:
     """Greedy decoding of the assistant's reply (deterministic: the same adapter answers the same way)."""
-    import threading
-
     import torch
     from transformers import TextIteratorStreamer
 
@@ -138,20 +137,29 @@ def generate(model, tokenizer, messages: list[dict[str, str]], *, max_new_tokens
     kwargs = {**inputs, "max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.1,
               "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
-    output = []
-    worker = threading.Thread(target=lambda: output.append(torch.no_grad()(model.generate)(**kwargs, streamer=streamer)))
-    worker.start()
-    if streamer is not None:
-        # One piece behind, so that a character cut in half by max_new_tokens (the streamer's final flush
-        # decodes its first bytes as U+FFFD) can be dropped before it is shown.
-        held = ""
-        for piece in streamer:
-            if held:
-                stream(held)
-            held = piece
-        stream(held.rstrip("\ufffd"))
-    worker.join()
-    new_tokens = output[0][0, prompt_length:]
+
+    def run():
+        try:
+            with torch.no_grad():
+                return model.generate(**kwargs, streamer=streamer)
+        except BaseException:
+            if streamer is not None:
+                streamer.end()  # else the loop below would wait for text that never comes
+            raise
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run)
+        if streamer is not None:
+            # One piece behind, so that a character cut in half by max_new_tokens (the streamer's final flush
+            # decodes its first bytes as U+FFFD) can be dropped before it is shown.
+            held = ""
+            for piece in streamer:
+                if held:
+                    stream(held)
+                held = piece
+            stream(held.rstrip("\ufffd"))
+        output = future.result()  # generate's own error, if it failed, is raised here
+    new_tokens = output[0, prompt_length:]
     text = tokenizer.decode(new_tokens, skip_special_tokens=True).rstrip("\ufffd").strip()
     cut = len(new_tokens) >= max_new_tokens and int(new_tokens[-1]) != tokenizer.eos_token_id
     return Reply(text, cut)

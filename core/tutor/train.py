@@ -418,13 +418,14 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
     resumed_at = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
+    training_seconds = _training_seconds(trainer, output, resumed_at)  # before a final evaluate() adds to the log
     after = _final_eval_loss(trainer) if evaluate else None
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     trained = round(tokens * ((trainer.state.epoch or 0) - resumed_at.get("epoch", 0)))
     metrics = {
         "train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
         "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3), "seconds": round(seconds, 1),
-        "trained_tokens": trained, "tokens_per_second": round(trained / _training_seconds(trainer, output, resumed_at), 1),
+        "trained_tokens": trained, "tokens_per_second": round(trained / training_seconds, 1),
         "train_tokens_per_epoch": tokens, "peak_rss_mb": peak_rss_mb(), "processes": trainer.args.world_size,
         "stopped_by_time_budget": bool(settings.max_minutes and seconds > settings.max_minutes * 60),
     }
