@@ -12,10 +12,11 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # --- system packages, only where missing -------------------------------------
 # TeX Live compiles diagrams (chemfig needs simplekv from -plain-generic);
+# bubblewrap is the sandbox it compiles untrusted diagram code in;
 # poppler turns PDFs into PNG and SVG; Chromium and its driver scrape sites
 # that need JavaScript or a login.
 SYSTEM_PACKAGES=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures
-                 texlive-science texlive-plain-generic poppler-utils chromium chromium-driver)
+                 texlive-science texlive-plain-generic bubblewrap poppler-utils chromium chromium-driver)
 missing=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 for package in "${SYSTEM_PACKAGES[@]}"; do

@@ -18,7 +18,8 @@ here; the baseline makes no PNG either, so the renderer still does more.
 With --repeat N, each measurement is taken N times (baselines and renderer
 interleaved) and the medians are reported too.
 Each measurement also shows how many cores other processes kept busy meanwhile
-(from /proc/stat, less this process and its children): a busy neighbour takes
+(from /proc/stat, less this process and its children; not for the renderer
+under bubblewrap, whose compiles are not counted as its children): a busy neighbour takes
 a core from the renderer's pool of two but hardly slows the one-core baseline,
 so a round with load elsewhere understates the ratio and should be rerun.
 """
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 from tutor.bank import load_bank
-from tutor.diagrams import Renderer
+from tutor.diagrams import Renderer, sandbox_problem
 from tutor.registry import get_subject, registry
 
 
@@ -111,6 +112,10 @@ def main():
         base, base_elsewhere = measured(lambda: baseline(work))
         correct, correct_elsewhere = measured(lambda: baseline(work, rerun=True))
         (ours, ok), ours_elsewhere = measured(lambda: renderer(work))
+        if sandbox_problem() is None:
+            # bubblewrap reaps TeX inside its own PID namespace, so their CPU time never reaches our
+            # RUSAGE_CHILDREN and would read as other processes' load: unknown, not a wrong number.
+            ours_elsewhere = None
         rounds.append((base, correct, ours))
         report(len(work), base, correct, ours, ok, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "",
                (base_elsewhere, correct_elsewhere, ours_elsewhere))

@@ -10,6 +10,8 @@ body). Tests script what goes wrong, request by request:
     server = TeacherServer().start()
     server.then(rate_limited(retry_after=0.2), error(500), ok("text"))
     server.hold_after(3)     # answer 3 requests, then hang every later one
+    server.always(error(401))  # every request past the script gets this action
+    server.pause()           # hold every request (unanswered) until resume()
     server.requests          # every request seen: prompt digest, outcome, time
     server.completed         # Counter: prompt digest -> responses delivered
 
@@ -121,6 +123,9 @@ class TeacherServer:
         self.requests: list[Seen] = []
         self.completed: Counter[str] = Counter()
         self._answer_limit: int | None = None
+        self._always: Action | None = None
+        self._running = threading.Event()
+        self._running.set()
         self._release = threading.Event()
         self._lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
@@ -133,6 +138,19 @@ class TeacherServer:
         with self._lock:
             self.script.extend(actions)
         return self
+
+    def always(self, action: Action | None) -> TeacherServer:
+        """Every request past the script gets this action (None: the default reply again)."""
+        self._always = action
+        return self
+
+    def pause(self) -> TeacherServer:
+        """Hold every request, before its action, until resume(): then they are answered all at once."""
+        self._running.clear()
+        return self
+
+    def resume(self) -> None:
+        self._running.set()
 
     def hold_after(self, answered: int) -> None:
         """Answer this many requests in all, then hang every later one until release()."""
@@ -171,6 +189,7 @@ class TeacherServer:
 
     def stop(self) -> None:
         self._release.set()
+        self._running.set()
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -189,7 +208,7 @@ class TeacherServer:
             if self._answer_limit is not None and answered >= self._answer_limit:
                 action = hang()
             else:
-                action = self.script.popleft() if self.script else Action()
+                action = self.script.popleft() if self.script else (self._always or Action())
             seen = Seen(digest(messages), stream, "answering" if action.kind == "ok" else action.kind, time.time(),
                         messages[-1].get("content", "") if messages else "", authorization)
             self.requests.append(seen)
@@ -221,11 +240,14 @@ class _Handler(BaseHTTPRequestHandler):
         messages, stream = body.get("messages") or [], bool(body.get("stream"))
         teacher = self.teacher
         action, seen = teacher._next_action(messages, stream, self.headers.get("Authorization"))
+        teacher._running.wait(timeout=120)
         with teacher._lock:
             teacher.in_flight += 1
             teacher.max_in_flight = max(teacher.max_in_flight, teacher.in_flight)
         try:
             self._serve(body, messages, stream, action, seen)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up first (a timeout, a cancelled run)
+            self.close_connection = True
         finally:
             with teacher._lock:
                 teacher.in_flight -= 1

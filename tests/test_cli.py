@@ -63,6 +63,7 @@ BAD_QUESTIONS = {  # case: (line, change, keep id, expected problem)
     "key not an option": (0, lambda r: r.update(key="E"), True, "questions.jsonl:1: key 'E' is not one of the options ['A', 'B', 'C', 'D']"),
     "part marks": (1, lambda r: r.update(marks=4), True, "questions.jsonl:2: part marks add up to 3, but the question has 4 marks"),
     "unknown type": (0, lambda r: r.update(type="essay"), False, "questions.jsonl:1: type: unknown question type 'essay'; valid: mcq, short"),
+    "control character": (0, lambda r: r.update(stem="Wh\x00" + r["stem"]), False, "questions.jsonl:1: stem: contains a control character U+0000 at position 3"),
 }
 
 
@@ -192,7 +193,7 @@ def test_broken_types_file_is_reported_with_line_and_field(toy_root, tmp_path):
 def test_bank_list_shows_ids_and_filters_by_type(toy):
     result = run("--subject", "toy", "bank", "list", "--type", "short")
     assert result.exit_code == 0
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].split() == ["id", "type", "topic", "marks", "stem"] and len(lines) == 3
     assert lines[2].split()[1:4] == ["short", "applications", "3"]
     assert run("--subject", "toy", "bank", "list", "--type", "nope").exit_code == 2
@@ -201,7 +202,7 @@ def test_bank_list_shows_ids_and_filters_by_type(toy):
 def test_bank_stats(toy):
     result = run("--subject", "toy", "bank", "stats", "--json")
     assert result.exit_code == 0, result.output
-    stats = json.loads(result.output)
+    stats = json.loads(result.stdout)
     assert stats["per_type"] == {"mcq": 1, "short": 1} and stats["per_topic"] == {"foundations": 1, "applications": 1}
     assert stats["per_level"] == {"A-Level": 2} and stats["mcq_keys"] == {"A": 0, "B": 1, "C": 0, "D": 0}
     assert stats["with_diagram"] == {"mcq": [0, 1], "short": [1, 1]} and stats["diagram_share"] == 0.5
@@ -213,3 +214,22 @@ def test_gold_answer_length_must_fit_its_type(toy_bank):
     _edit(toy_bank / "answers.jsonl", lambda r: r.update(text="B.\n" + "word " * 200 + "\nAnswer: B"), keep_id=False)
     result = run("--subject", "toy", "bank", "validate", str(toy_bank))
     assert "answers.jsonl:1: text: 203 words; a mcq answer has 15 to 120 (diagram descriptions not counted)" in result.output
+
+
+def test_bank_commands_read_the_workspace_bank_and_say_which(toy, tmp_path):
+    folder = tmp_path / "ws" / "toy" / "bank"
+    folder.mkdir(parents=True)
+    first = (toy.subject.bank / "questions.jsonl").read_text().splitlines()[0]
+    (folder / "questions.jsonl").write_text(first + "\n")  # what `collect import` brought in: one question, no answers yet
+    ws = ["--workspace", str(tmp_path / "ws"), "--subject", "toy", "bank"]
+    validate = run(*ws, "validate")
+    assert validate.exit_code == 0, validate.output
+    assert validate.stdout == f"toy: {folder}: ok: 1 questions, 0 gold answers, 0 diagrams\n"
+    assert json.loads(run(*ws, "stats", "--json").stdout)["questions"] == 1
+    assert len(run(*ws, "list").stdout.splitlines()) == 3
+    for command in (["validate"], ["stats"], ["list"]):
+        assert run(*ws, *command).stderr == f"bank: {folder} (the workspace's)\n"
+    # No bank in the workspace yet: the subject's sample bank, and it says so.
+    result = run("--workspace", str(tmp_path / "other"), "--subject", "toy", "bank", "list")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 4
+    assert result.stderr == f"bank: {toy.subject.bank} (the subject's sample bank)\n"

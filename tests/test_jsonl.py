@@ -69,3 +69,17 @@ def test_append(tmp_path):
     append_jsonl(path, [diagram(1)])
     append_jsonl(path, [diagram(2)])
     assert [d.description for d in read_jsonl(path, Diagram)] == ["d1", "d2"]
+
+
+def test_a_torn_last_line_says_what_it_is_and_what_removes_it(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(json.dumps(diagram(1).model_dump()).encode() + b'\n{"description": "d2", "form')  # a crash mid-append
+    assert problems(path) == [
+        f"{path}:2: a torn last line (no newline, not valid JSON): a write was interrupted; "
+        "the next `collect import` or `teach` run that writes this file removes it"
+    ]
+
+
+def test_appending_nothing_creates_nothing(tmp_path):
+    append_jsonl(tmp_path / "d.jsonl", [])
+    assert not (tmp_path / "d.jsonl").exists()

@@ -112,3 +112,15 @@ def test_final_answers_need_distinct_keys():
 def test_a_levelled_part_takes_no_marking_points():
     data = question(parts=[], marks=8, mark_scheme={"points": [{"text": "x"}], "levels": [{"level": 1, "marks": [1, 8], "descriptor": "d"}]})
     assert "question is marked by levels, so its marking points would be marks on top" in errors(data)
+
+
+def test_control_characters_are_refused_in_every_text_field():
+    assert errors(question(stem="A\x00 stem.")) == "Value error, contains a control character U+0000 at position 2"
+    parts = [{"label": "a", "text": "Fi\x07rst.", "marks": 1}, {"label": "b", "text": "Second.", "marks": 2}]
+    assert "U+0007 at position 3" in errors(question(parts=parts))
+    scheme = {"points": [{"part": "a", "text": "p1"}, {"part": "b", "text": "p\x7f2", "marks": 2}], "notes": "\x1b[31m"}
+    assert errors(question(mark_scheme=scheme)).count("control character") == 2
+    mcq = question(parts=[], marks=1, options={"A": "x\x0c", "B": "y"}, key="A", mark_scheme={"points": [{"text": "A"}]})
+    assert "U+000C at position 2" in errors(mcq)
+    # Tabs and line breaks are text, not control
+    assert Question.model_validate(question(stem="A table:\tx\r\ny")).stem == "A table:\tx\r\ny"

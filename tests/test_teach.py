@@ -136,7 +136,7 @@ def test_429_waits_for_retry_after_and_errors_timeouts_malformed_replies_are_ret
     # One retry layer: each failure cost exactly one request (the client's own retries are off).
     assert [seen.outcome for seen in server.requests] == ["rate-limited", "error", "error", "malformed", "hang", "answered"]
     assert server.requests[1].at - server.requests[0].at >= 0.5  # Retry-After honoured
-    assert "retried errors: 429 x1, 500 x1, 503 x1, malformed x1, timeout x1" in result.output
+    assert "failed attempts: 429 x1, 500 x1, 503 x1, malformed x1, timeout x1" in result.output
     errors = [e for e in log_entries(ws) if "error" in e]
     assert len(errors) == 5 and len(log_entries(ws)) == 6
 
@@ -185,10 +185,22 @@ def test_invalid_replies_are_asked_again_with_the_reason_then_rejected(tmp_path,
     assert len(server.requests) == 8
 
     again = teach(ws, server, "answers")  # rejects are not asked for again...
-    assert "every question has a gold answer (3 rejected before: --retry-rejects asks again)" in again.output
+    assert "nothing to ask: 1 answered, 3 rejected" in again.output and "--retry-rejects asks for the rejected ones again" in again.output
     assert len(server.requests) == 8
     teach(ws, server, "answers", "--retry-rejects")  # ...unless asked to, and then afresh, not from the log
     assert len(server.requests) == 14 and len(records(ws, "answer-rejects.jsonl")) == 6
+
+
+def test_when_only_rejects_are_left_it_counts_them_and_says_how_to_retry(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=3)
+    first = records(ws, "questions.jsonl")[0]["stem"]
+    server.reply = lambda messages: srv.default_reply(messages) if first in messages[-1]["content"] else ""  # two always empty
+    assert teach(ws, server, "answers").exit_code == 0
+    assert len(records(ws, "answers.jsonl")) == 1 and len(records(ws, "answer-rejects.jsonl")) == 2
+    again = teach(ws, server, "answers")
+    assert again.exit_code == 0
+    assert "every question has a gold answer" not in again.output
+    assert "1 answered, 2 rejected" in again.output and "--retry-rejects" in again.output, again.output
 
 
 def test_a_question_past_its_deadline_is_left_for_the_next_run(tmp_path, server):
@@ -320,6 +332,144 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_goes_on(tmp_path, server):
     assert set(server.completed.values()) == {1}
 
 
+# --- a slow, missing or refusing teacher: what it costs, and what it says ----------------------------
+
+
+@pytest.mark.parametrize("retry_timeouts", [None, 0])  # None: the default, 1
+def test_a_timed_out_request_is_re_sent_at_most_retry_timeouts_times(tmp_path, server, retry_timeouts):
+    ws = make_bank(tmp_path, alevel_mcq=2)
+    server.hold_after(0)  # replies take far longer than the timeout: a provider that may bill every body it got
+    settings = {"retry_timeouts": retry_timeouts} if retry_timeouts is not None else {}
+    result = teach(ws, server, "answers", timeout=0.3, deadline=10, concurrency=1, **settings)
+    sent = len(server.requests)
+    assert sent == 2 * (1 + (1 if retry_timeouts is None else retry_timeouts)), result.output
+    assert result.exit_code == 1 and "stopped" not in result.output  # too few attempts to judge the teacher as a whole
+    assert "not re-sent, to avoid paying twice" in result.output
+    assert "teacher.timeout" in result.output and "teacher.retry_timeouts" in result.output
+    assert f"{sent} requests may have been billed without a saved reply" in result.output
+    assert not records(ws, "answers.jsonl")
+
+
+def test_a_run_whose_requests_mostly_time_out_stops_and_says_so(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=6, igcse_mcq=4)
+    server.hold_after(0)
+    result = teach(ws, server, "answers", timeout=0.3, deadline=10, concurrency=2)
+    sent = len(server.requests)
+    # Without the stop: up to 10 x (1 + retry_timeouts) = 20 bodies. With it: the stop comes at the 5th
+    # finished attempt, and only the one request still in flight then was sent besides.
+    assert sent <= 5 + 1, result.output
+    assert result.exit_code == 1
+    stop = next(line for line in result.output.splitlines() if line.startswith("error: stopped: "))
+    assert "most requests time out" in stop and server.base_url in stop and "teacher.timeout" in stop and "questions left" in stop
+    assert f"{sent} requests may have been billed without a saved reply" in result.output
+    server.release()
+    assert teach(ws, server, "answers").exit_code == 0 and len(records(ws, "answers.jsonl")) == 10  # the next run goes on
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, never listening: connecting is refused
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_teacher_that_is_down_stops_the_run_within_seconds_naming_the_url(tmp_path):
+    ws = make_bank(tmp_path, alevel_mcq=3)
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    # Default settings (timeout 600, deadline 1800, backoff 1): only the teacher is named.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTOR_")} | {
+        "TUTOR_TEACHER_PRESET": "local", "TUTOR_TEACHER_MODEL": "teacher-test", "TUTOR_TEACHER_BASE_URL": url}
+    command = [sys.executable, "-m", "tutor.cli", "--workspace", str(ws), "--subject", "physics", "teach", "answers"]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a teacher that is down looked like a hang: nothing within 60 s")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert url in lines[0] and "teacher.base_url" in lines[0] and "TUTOR_TEACHER_BASE_URL" in lines[0]
+    assert not records(ws, "answers.jsonl")
+
+
+def test_a_black_holed_address_fails_on_connect_not_after_the_request_timeout(tmp_path):
+    import socket
+
+    # A listening socket whose backlog is full and never accepted from: the kernel drops further
+    # connection attempts, as a firewall that silently drops packets does.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        try:
+            filler.connect(listener.getsockname())
+        except OSError:
+            pass
+        fillers.append(filler)
+    try:
+        ws = make_bank(tmp_path, alevel_mcq=2)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TUTOR_")} | {
+            "TUTOR_TEACHER_PRESET": "local", "TUTOR_TEACHER_MODEL": "teacher-test", "TUTOR_TEACHER_BASE_URL": url, "TUTOR_TEACHER_TIMEOUT": "2"}
+        command = [sys.executable, "-m", "tutor.cli", "--workspace", str(ws), "--subject", "physics", "teach", "answers"]
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a black-holed teacher address looked like a hang: nothing within 60 s")
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "ConnectTimeout" in done.stderr, done.stderr
+    assert url in done.stderr and "TUTOR_TEACHER_BASE_URL" in done.stderr
+
+
+def test_run_items_retrieves_every_failure_when_several_fail_at_once():
+    import asyncio
+    import gc
+
+    from tutor.teach import run_items
+
+    unretrieved, raised = [], []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: unretrieved.append(context["message"]))
+        gate = asyncio.Event()
+        loop.call_later(0.05, gate.set)  # all four wake in the same step, so they finish together
+
+        async def handle(item):
+            await gate.wait()
+            raise RuntimeError(f"item {item}")
+
+        try:
+            await run_items(range(4), handle, 4, lambda: False)
+        except RuntimeError as err:
+            raised.append(str(err))
+        gc.collect()  # finished tasks are freed here: one whose exception nobody retrieved is reported now
+
+    asyncio.run(main())
+    gc.collect()
+    assert len(raised) == 1 and unretrieved == []
+
+
+def test_a_401_with_requests_in_flight_is_one_line_and_no_task_tracebacks(tmp_path, server):
+    ws = make_bank(tmp_path, alevel_mcq=6, igcse_mcq=2)
+    server.always(srv.error(401)).pause()
+    command, env = tutor_process(ws, server, concurrency=8)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(server.requests) == 8)
+    server.resume()  # eight 401s at once: several requests fail together
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and not out.strip()
+    assert err.strip().splitlines() == [err.strip()], err  # exactly one line
+    assert err.startswith("error: the teacher refused the request: ") and "401" in err
+    assert "Task exception was never retrieved" not in err and "Traceback" not in err
+
+
 # --- diagrams ---------------------------------------------------------------------------------------
 
 
@@ -356,11 +506,24 @@ def test_diagram_code_is_compiled_repaired_and_only_what_compiles_is_kept(tmp_pa
     assert len(server.requests) == 5
 
     again = teach(ws, server, "diagrams")
-    assert "every diagram request has compiled code (1 failed before: --retry-failed asks again)" in again.output
+    assert "nothing to ask: 2 compiled, 1 failed to compile" in again.output and "--retry-failed asks for the failed ones again" in again.output
     assert len(server.requests) == 5
     dry = teach(ws, server, "diagrams", "--dry-run", "--retry-failed")
     assert "##### tikz: the prompt of the first of 1 requests" in dry.output and "A pulley that never compiles." in dry.output
     assert len(server.requests) == 5
+
+
+def test_when_only_failed_diagrams_are_left_it_counts_them_and_says_how_to_retry(tmp_path, server):
+    ws = tmp_path / "ws"
+    requests = [DiagramRequest(description=d, format="tikz") for d in ("A ball on a slope.", "A pulley.", "A lever.")]
+    (ws / "physics").mkdir(parents=True)
+    (ws / "physics" / "diagram-requests.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in requests))
+    server.reply = lambda messages: srv.default_reply(messages) if "A ball on a slope." in messages[-1]["content"] else BROKEN
+    assert teach(ws, server, "diagrams", repair_rounds=0).exit_code == 0
+    again = teach(ws, server, "diagrams")
+    assert again.exit_code == 0
+    assert "every diagram request has compiled code" not in again.output
+    assert "1 compiled, 2 failed" in again.output and "--retry-failed" in again.output, again.output
 
 
 def test_diagrams_need_requests_from_diagram_extract(tmp_path, server):

@@ -77,12 +77,12 @@ def _bank(kit: SubjectKit, workspace: Workspace) -> _Bank:
 def draw(workspace: Workspace, fmt, reply: str) -> str:
     """Compile the diagram in a reply; a line naming the picture or the error."""
     from .default_plugins.rewards import diagram_code
-    from .diagrams import Renderer
+    from .diagrams import renderer_for
 
     code = diagram_code(reply, fmt.name)
     if not code:
         return "diagram: the reply has no code to compile"
-    result = Renderer(workspace.cache_dir / "diagrams").render(fmt, code)
+    result = renderer_for(workspace).render(fmt, code)
     return f"diagram: {result.png}" if result.ok else f"diagram does not compile: {result.error}"
 
 

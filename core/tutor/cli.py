@@ -164,8 +164,9 @@ def bank_validate(state, path):
     from .bank import load_bank
 
     kit = state.kit()
-    target = path or _bundled_bank(kit)
-    loaded = load_bank(kit, target, require_answers=path is None)
+    target = path or _default_bank(state, kit)
+    # The sample bank ships with its gold answers; a workspace bank gets them later, from teach.
+    loaded = load_bank(kit, target, require_answers=path is None and target == kit.subject.bank)
     click.echo(f"{kit.name}: {target}: ok: {len(loaded.questions)} questions, {len(loaded.answers)} gold answers, {len(loaded.diagrams)} diagrams")
 
 
@@ -180,7 +181,7 @@ def bank_stats(state, path, as_json):
     from .bank import bank_stats, load_bank
 
     kit = state.kit()
-    stats = bank_stats(kit, load_bank(kit, path or _bundled_bank(kit)))
+    stats = bank_stats(kit, load_bank(kit, path or _default_bank(state, kit)))
     if as_json:
         click.echo(json.dumps({**asdict(stats), "diagram_share": round(stats.diagram_share, 3)}, indent=2))
         return
@@ -211,7 +212,7 @@ def bank_list(state, path, type_id):
     kit = state.kit()
     if type_id:
         kit.type(type_id)  # an unknown type is an error, not an empty list
-    loaded = load_bank(kit, path or _bundled_bank(kit))
+    loaded = load_bank(kit, path or _default_bank(state, kit))
     rows = [(q.id, q.type, q.topic, str(q.marks), " ".join(q.stem.split())[:60]) for q in loaded.questions if type_id in (None, q.type)]
     _table(["id", "type", "topic", "marks", "stem"], rows)
 
@@ -298,7 +299,9 @@ def collect_import(state, file, source_name, mapping, columns, defaults, encodin
     if report.near_duplicate:
         click.echo(f"near duplicates: {bank_dir / 'near-duplicates.jsonl'} (e.g. {report.near_pairs[0].new_id} ~ {report.near_pairs[0].old_id}, similarity {report.near_pairs[0].similarity})")
     if report.rejected:
-        click.echo(f"rejected rows, with reasons: {bank_dir / 'rejects.jsonl'}")
+        again = f" ({report.already_rejected} of the {report.rejected} already recorded there by an earlier run)"
+        again = again if report.already_rejected else ""
+        click.echo(f"rejected rows, with reasons: {bank_dir / 'rejects.jsonl'}{again}")
 
 
 @collect.command("scrape")
@@ -348,10 +351,14 @@ def diagram():
     """Render diagram code to pictures, check a bank's diagrams, extract DIAGRAM markers."""
 
 
-def _renderer(state):
-    from .diagrams import Renderer
+def _renderer(state, timeout: float | None = None):
+    from .diagrams import renderer_for
 
-    return Renderer(state.workspace.cache_dir / "diagrams")
+    return renderer_for(state.workspace, timeout)
+
+
+_timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                               help="Seconds one pdflatex run may take (default: timeout under [diagrams] in tutor.toml, else 30).")
 
 
 @diagram.command("render")
@@ -359,8 +366,9 @@ def _renderer(state):
 @click.option("--format", "format_name", help="Diagram format (default: the subject's first).")
 @click.option("--standalone", is_flag=True, help="SOURCE is a whole LaTeX document, not a body the format wraps.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the pictures (default: <workspace>/<subject>/diagrams).")
+@_timeout_option
 @pass_state
-def diagram_render(state, source, format_name, standalone, out):
+def diagram_render(state, source, format_name, standalone, out, timeout):
     """Compile diagram code in the sandbox; print the paths of the PNG, SVG and PDF."""
     import shutil
 
@@ -370,9 +378,11 @@ def diagram_render(state, source, format_name, standalone, out):
     fmt = kit.format(format_name or (kit.subject.diagram_formats or ["tikz"])[0])
     code = sys.stdin.read() if source == "-" else _read_text(Path(source))
     require_format(fmt)
-    rendering = _renderer(state).render(fmt, code, standalone)
+    rendering = _renderer(state, timeout).render(fmt, code, standalone)
     if not rendering.ok:
         raise TutorError(f"{source}: {rendering.error}")
+    for note in rendering.warnings:
+        click.echo(f"warning: {source}: {note}", err=True)
     out = out or state.workspace.subject_dir(kit.name) / "diagrams"
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem if source != "-" else rendering.key[:12]
@@ -386,9 +396,10 @@ def diagram_render(state, source, format_name, standalone, out):
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write every PNG here, to look at them.")
 @click.option("--dpi", type=click.IntRange(50, 1200), help="Resolution of the PNGs written to --out (default: the cached 150).")
-@click.option("--workers", type=int, help="Parallel compiles (default: two per core).")
+@click.option("--workers", type=int, help="Parallel compiles (default: one per core).")
+@_timeout_option
 @pass_state
-def diagram_check(state, path, out, dpi, workers):
+def diagram_check(state, path, out, dpi, workers, timeout):
     """Compile every diagram of a bank folder or diagrams JSONL file (default: the bundled bank).
 
     Prints the compile rate per format and each failure with its concise error; exits 1 if any fail.
@@ -413,7 +424,8 @@ def diagram_check(state, path, out, dpi, workers):
     for fmt in formats.values():
         require_format(fmt)
     with _progress(len(diagrams), f"compiling {kit.name} diagrams") as advance:
-        results = _renderer(state).render_many([(formats[d.format], d.code, False) for d in diagrams], workers, advance)
+        renderer = _renderer(state, timeout)
+        results = renderer.render_many([(formats[d.format], d.code, False) for d in diagrams], workers, advance)
     rows = []
     for name in sorted(formats):
         mine = [r for r in results if r.format == name]
@@ -423,10 +435,14 @@ def diagram_check(state, path, out, dpi, workers):
         out.mkdir(parents=True, exist_ok=True)
         for diagram, result in zip(diagrams, results):
             if result.ok and dpi:  # e.g. 400 to see where a curly arrow starts
-                subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(result.pdf), str(out / f"{diagram.format}-{diagram.id}")], check=True)
+                command = ["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(result.pdf), str(out.resolve() / f"{diagram.format}-{diagram.id}")]
+                subprocess.run(renderer.confined(command, writable=[out.resolve()], readable=[result.pdf.parent]), check=True)
             elif result.ok:
                 shutil.copyfile(result.png, out / f"{diagram.format}-{diagram.id}.png")
     failures = [(d, r) for d, r in zip(diagrams, results) if not r.ok]
+    for diagram, result in zip(diagrams, results):
+        for note in result.warnings:
+            click.echo(f"warning: {source}:{lines.get(diagram.id, '?')}: {note}", err=True)
     for diagram, result in failures:
         click.echo(f"{source}:{lines.get(diagram.id, '?')}: {diagram.description[:70]}: {result.error}", err=True)
     if failures:
@@ -502,6 +518,18 @@ class _progress:
 
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
+
+
+def _default_bank(state, kit) -> Path:
+    """The bank `bank validate/stats/list` read without a PATH: the workspace's once it has one,
+    else the subject's sample bank. One line on stderr says which, as the two are easy to mix up."""
+    folder = state.workspace.bank_dir(kit.name)
+    if (folder / "questions.jsonl").exists():
+        click.echo(f"bank: {folder} (the workspace's)", err=True)
+        return folder
+    bank = _bundled_bank(kit)
+    click.echo(f"bank: {bank} (the subject's sample bank)", err=True)
+    return bank
 
 
 def _bundled_bank(kit) -> Path:

@@ -12,8 +12,9 @@ bank, so nothing is lost and nothing is doubled.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import hashlib
 import json
 import re
 import tomllib
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from .bank import QUESTIONS, _Checker
 from .errors import Problem, TutorError
-from .jsonl import append_jsonl, iter_jsonl
+from .jsonl import append_jsonl, iter_jsonl, repair_tail
 from .models import Model, Question, Source
 from .neardup import NearDuplicate, NearDuplicateIndex
 from .registry import SubjectKit
@@ -39,53 +40,207 @@ BATCH = 500  # questions per fsynced append: a crash loses at most one batch, wh
 # --- the core's file sources --------------------------------------------------------------
 
 
+# csv's default limit on a cell is 128 KiB: past it, it raises from inside the reader and the
+# rest of the file is lost. Reading goes up to READ_LIMIT, so a big cell costs only its row.
+CELL_LIMIT = 128 * 1024  # characters in one cell: more is a pasted file or a stray quote, not a question
+READ_LIMIT = 16 * 2**20  # characters csv reads into one cell at all: more, and the file is not a bank
+LINE_LIMIT = 64 * 2**20  # characters on one physical line, so a file without line breaks cannot fill memory
+ROW_LIKE = 2  # whole rows inside one quoted cell that make it a quote left open, not a cell with line breaks
+_NEWLINES = re.compile(r"\r\n|\r|\n")  # what csv (and an editor) count as line breaks
+_LF = re.compile(r"\n")  # JSON Lines: a raw \r can only be whitespace inside a record
+
+
 def read_csv(location: str, encoding: str = "utf-8-sig", delimiter: str | None = None) -> Iterator[tuple[str, dict]]:
     """Rows of a CSV file as dicts, each with "file:line" of its first line.
 
     Streams (a 100k-row file never sits in memory), sniffs , ; tab or | as the
     delimiter, strips a UTF-8 BOM, and keeps newlines inside quoted cells.
+    The whole file is read once before the first row is yielded: a wrong
+    encoding or a quote left open is a problem of the file, reported with its
+    real line before anything is imported. A row that only its own line
+    spoils (a quote closed in the wrong place, a cell over CELL_LIMIT) comes
+    out as {"__error__": why, ...} and goes to the rejects; the rows after it
+    are read as usual.
     """
     path = Path(location)
-    with open(path, "rb") as raw:
-        text = io.TextIOWrapper(raw, encoding=encoding, newline="")
+    csv.field_size_limit(READ_LIMIT)
+    delimiter = delimiter or _sniff(path, encoding)
+    _check_csv(path, encoding, delimiter)
+    header: list[str] | None = None
+    for record in _csv_records(path, encoding, delimiter):
+        where = f"{path}:{record.first}"
+        if record.fields == []:
+            continue  # a blank line
+        if record.fields is None:  # _check_csv let it through: one line, so one row, is spoilt
+            hint = 'a quoted cell must end at its closing quote; write a quote inside one as ""'
+            yield where, {"__error__": f"not valid CSV: {record.error} ({hint})", "text": "".join(record.lines).rstrip("\r\n")}
+            continue
+        if header is None:
+            header = [name.strip() for name in record.fields]
+            continue
+        # Like csv.DictReader: cells past the header are dropped, missing ones are None.
+        row = {name: record.fields[i] if i < len(record.fields) else None for i, name in enumerate(header)}
+        big = [(name, len(value)) for name, value in row.items() if value and len(value) > CELL_LIMIT]
+        if big:
+            name, size = big[0]
+            row = {k: f"{v[:200]}... ({len(v):,} characters)" if v and len(v) > CELL_LIMIT else v for k, v in row.items()}
+            yield where, {**row, "__error__": f"column {name!r} holds {size:,} characters, more than the {CELL_LIMIT:,} a cell may have"}
+            continue
+        yield where, row
+
+
+@dataclass
+class _Record:
+    """One CSV record and the physical lines it came from."""
+
+    first: int
+    last: int
+    fields: list[str] | None  # None when csv could not parse it
+    error: str
+    lines: list[str]
+
+
+def _csv_records(path: Path, encoding: str, delimiter: str) -> Iterator[_Record]:
+    lines: list[str] = []  # the physical lines of the record being read
+
+    def feed() -> Iterator[str]:
+        for line in _decoded_lines(path, encoding, _NEWLINES):
+            lines.append(line)
+            yield line
+
+    # strict: a quote closed in the wrong place is an error, not glued quietly onto the cell.
+    # After an error the reader starts afresh on the next line, so one bad row costs one row.
+    reader = csv.reader(feed(), delimiter=delimiter, strict=True)
+    last = 0
+    while True:
         try:
-            sample = text.read(65536)
-            text.seek(0)
-            if delimiter is None:
-                try:
-                    delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-                except csv.Error:
-                    delimiter = ","
-            reader = csv.DictReader(text, delimiter=delimiter)
-            reader.fieldnames  # reads the header, so line_num counts from it
-            start = reader.line_num + 1
-            for row in reader:
-                yield f"{path}:{start}", {k.strip(): v for k, v in row.items() if k is not None}
-                start = reader.line_num + 1
-        except UnicodeDecodeError as err:
-            line = locals().get("start", 1)
-            raise TutorError(f"{path}:{line}: not valid {encoding} ({err.reason}); pass --encoding, e.g. --encoding gbk") from None
+            fields, error = next(reader), ""
+        except StopIteration:
+            return
+        except csv.Error as err:
+            fields, error = None, str(err)
+        first, last = last + 1, reader.line_num
+        yield _Record(first, last, fields, error, lines)
+        lines.clear()
+
+
+def _check_csv(path: Path, encoding: str, delimiter: str) -> None:
+    """Read the whole file once; raise for what spoils the file rather than one row.
+
+    A stray quote makes csv read on across line breaks, taking the rows below
+    into one cell, until a later quote happens to end it: a record that fails
+    after spanning lines, one that ends inside quotes, or one whose cell holds
+    lines that read as whole rows of this file is a quote left open.
+    """
+    columns = 0
+    for record in _csv_records(path, encoding, delimiter):
+        spans = record.last > record.first
+        if record.error.startswith("field larger than field limit") and not spans:
+            raise TutorError(f"{path}:{record.first}: a cell on line {record.first} holds more than {READ_LIMIT:,} characters; "
+                             "nothing was imported from this file")
+        unclosed = bool(record.error) and (spans or record.error == "unexpected end of data")
+        if record.error and not unclosed and not columns:
+            raise TutorError(f"{path}:{record.first}: the header is not valid CSV: {record.error}; nothing was imported from this file")
+        if record.fields and not columns:
+            columns = len(record.fields)
+        elif record.fields and spans and columns >= 3:  # with fewer, a line of prose reads as a row too easily
+            swallowed = sum(_field_count(line, delimiter) == columns for line in record.lines[1:-1])
+            unclosed = swallowed >= ROW_LIKE
+        if unclosed:
+            end = f"the end of the file, line {record.last}" if record.error == "unexpected end of data" else f"line {record.last}"
+            raise TutorError(f"{path}:{record.first}: unclosed quote starting at line {record.first} (it runs to {end}); "
+                             "nothing was imported from this file")
+
+
+def _field_count(line: str, delimiter: str) -> int:
+    try:
+        return len(next(csv.reader([line], delimiter=delimiter), []))
+    except csv.Error:
+        return 0
+
+
+def _sniff(path: Path, encoding: str) -> str:
+    sample: list[str] = []
+    for line in _decoded_lines(path, encoding, _NEWLINES):
+        sample.append(line)
+        if sum(map(len, sample)) >= 65536:
+            break
+    try:
+        return csv.Sniffer().sniff("".join(sample)[:65536], delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _decoded_lines(path: Path, encoding: str, newline: re.Pattern) -> Iterator[str]:
+    """The file's physical lines, line breaks kept, decoded as they stream past.
+
+    A byte that is not valid `encoding` stops everything, naming its real line
+    and column: io's text wrapper decodes 8 KiB at a time, so its errors
+    cannot say where they are.
+    """
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise TutorError(f"unknown encoding {encoding!r}; e.g. utf-8, gbk, cp1252, latin-1") from None
+    number, pending = 1, ""  # pending: a line whose end has not been read yet
+    with open(path, "rb") as handle:
+        while True:
+            raw = handle.readline(1 << 20)  # by line, so the pending text stays one line long
+            try:
+                pending += decoder.decode(raw, final=not raw)
+            except UnicodeError as err:
+                raise _not_encoding(path, encoding, number, pending, err) from None
+            start = 0
+            for match in newline.finditer(pending):
+                if match.group() == "\r" and match.end() == len(pending) and raw:
+                    break  # maybe the first half of a \r\n: wait for the rest
+                yield pending[start:match.end()]
+                number, start = number + 1, match.end()
+            pending = pending[start:]
+            if len(pending) > LINE_LIMIT:
+                raise TutorError(f"{path}:{number}: line {number} is longer than {LINE_LIMIT:,} characters; is this a text file? "
+                                 "Nothing was imported from this file")
+            if not raw:
+                if pending:
+                    yield pending
+                return
+
+
+def _not_encoding(path: Path, encoding: str, number: int, pending: str, err: UnicodeError) -> TutorError:
+    """The error for a byte that is not `encoding`, at its line and column (what an editor shows)."""
+    if isinstance(err, UnicodeDecodeError):
+        try:
+            before = pending + err.object[:err.start].decode(encoding, errors="replace")
+        except UnicodeError:  # e.g. the middle of a UTF-16 file, which has no byte order mark
+            before = pending
+        lines = _NEWLINES.split(before)
+        number += len(lines) - 1
+        what = f"byte {err.object[err.start]:#04x} at column {len(lines[-1]) + 1}"
+    else:
+        what = str(err)
+    return TutorError(f"{path}:{number}: not valid {encoding} ({what}); nothing was imported; pass --encoding, e.g. --encoding gbk")
 
 
 def read_jsonl_records(location: str, encoding: str = "utf-8-sig", **_: Any) -> Iterator[tuple[str, dict]]:
-    """Objects of a JSON Lines file, each with "file:line"; a bad line yields {"__error__": why}."""
+    """Objects of a JSON Lines file, each with "file:line"; a bad line yields {"__error__": why}.
+
+    Like a CSV file, the whole file's encoding is checked before the first
+    record: a file in another encoding than --encoding says is wrong as a
+    whole, and importing the lines that happen to decode would split it.
+    """
     path = Path(location)
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as err:
-                yield where, {"__error__": f"not valid {encoding} ({err.reason}); pass --encoding"}
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield where, {"__error__": f"not valid JSON: {err.msg} at column {err.colno}"}
-                continue
-            yield where, record if isinstance(record, dict) else {"__error__": "expected a JSON object"}
+    for _line in _decoded_lines(path, encoding, _LF):
+        pass
+    for number, line in enumerate(_decoded_lines(path, encoding, _LF), start=1):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield where, {"__error__": f"not valid JSON: {err.msg} at column {err.colno}"}
+            continue
+        yield where, record if isinstance(record, dict) else {"__error__": "expected a JSON object"}
 
 
 # --- mapping a foreign record onto the Question schema ----------------------------------
@@ -225,6 +380,7 @@ class ImportReport:
     duplicate: int = 0
     near_duplicate: int = 0
     rejected: int = 0
+    already_rejected: int = 0  # of the rejected, those an earlier run recorded (same place, same row)
     near_pairs: list[NearDuplicate] = field(default_factory=list)
     bank: Path | None = None
 
@@ -255,6 +411,7 @@ class Importer:
         self._near = NearDuplicateIndex(near_threshold)
         self._batch: list[Question] = []
         self._header_checked = False
+        self._rejected: set[bytes] = set()  # keys of the rejects on record, so a re-run adds none twice
 
     def __enter__(self) -> Importer:
         import gc
@@ -262,10 +419,17 @@ class Importer:
         # The index holds ~1M small objects at 100k questions and none of them
         # form cycles: the cyclic collector would rescan them all, again and again.
         gc.disable()
+        # A crash mid-append leaves a torn last line; cut it off first, or the next record is glued
+        # onto it, counted as imported, and the file fails validation for good. (Teach does the same.)
+        for name in (QUESTIONS, REJECTS, NEAR_DUPLICATES):
+            repair_tail(self.bank_dir / name)
         if self.report.bank.exists():  # what earlier imports collected: never imported twice
             for _, question in iter_jsonl(self.report.bank, Question, []):
                 self._seen.add(question.id)
                 self._near.add(question.id, _text(question))
+        if (self.bank_dir / REJECTS).exists():
+            for _, reject in iter_jsonl(self.bank_dir / REJECTS, _Reject, []):
+                self._rejected.add(_reject_key(reject.where, reject.row))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -279,7 +443,7 @@ class Importer:
     def add(self, where: str, row: dict) -> None:
         report = self.report
         report.read += 1
-        if not self._header_checked:
+        if not self._header_checked and "__error__" not in row:  # a row that could not be read has no columns to check
             self._header_checked = True
             if missing := self.mapping.missing_columns(row):
                 raise TutorError(f"{where.rsplit(':', 1)[0]}: no column(s) {missing}; the file has {sorted(row)}")
@@ -287,7 +451,12 @@ class Importer:
         if question is None:
             report.rejected += 1
             file, _, line = where.rpartition(":")
-            row = {k: v for k, v in row.items() if k != "__source__"}
+            row = {k: v for k, v in row.items() if k not in ("__source__", "__error__")}
+            key = _reject_key(where, row)
+            if key in self._rejected:  # the same row from the same place: re-running an import
+                report.already_rejected += 1
+                return
+            self._rejected.add(key)
             append_jsonl(self.bank_dir / REJECTS, [_Reject(file=file, line=int(line) if line.isdigit() else None, where=where, reason=reason, row=row)])
             return
         if question.id in self._seen:
@@ -339,6 +508,11 @@ def _question(kit: SubjectKit, row: dict, where: str, mapping: Mapping) -> tuple
 
 def _text(question: Question) -> str:
     return " ".join([question.stem, *(p.text for p in question.parts), *question.options.values()])
+
+
+def _reject_key(where: str, row: dict) -> bytes:
+    """Where a reject came from ("file:line" or a URL) and its row: a digest, as rejects can be many."""
+    return hashlib.sha256(json.dumps([where, row], sort_keys=True, ensure_ascii=False, default=str).encode()).digest()
 
 
 class _Reject(Model):

@@ -1,12 +1,23 @@
 """Diagram code to pictures: pdflatex in a sandbox, a content-addressed cache, many at once.
 
 Every input is untrusted model output, so each compile runs:
+  - isolated first: under bubblewrap, where the only files that exist are the
+    TeX tree (read-only), the precompiled formats (read-only) and a private
+    job directory; no network, no /proc, no other process, nothing of $HOME,
+    /etc or /tmp. Where bubblewrap cannot run, that is said once and the
+    layers below still hold;
+  - filtered second: code that names pdfTeX's file primitives (\\pdfobj file,
+    \\pdfximage, \\pdffiledump...), a file-reading command (\\input,
+    \\includegraphics...) or a way to build a command's name from pieces
+    (\\csname, \\catcode, \\scantokens, ^^ escapes...) is refused before TeX
+    starts;
   - in a private temporary job directory, with a minimal environment;
   - with shell escape off twice over (-no-shell-escape and shell_escape=f),
     and paranoid file access (openin_any=p, openout_any=p): no absolute
     paths, no `..`, no dot files, for reading or writing;
   - in its own process group, killed whole at the wall-clock timeout, with
-    limits on CPU time, memory and output file size, a page cap, and an input
+    limits on CPU time, memory and output file size (set by prlimit, not in a
+    forked child: the renderer runs in threads), a page cap, and an input
     size cap checked before TeX starts.
 Never lualatex: \\directlua runs code even with shell escape off (CVE-2023-32700).
 
@@ -30,22 +41,25 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterable
+from functools import cache
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .errors import TutorError
 from .models import DiagramFormat
 
-RENDERER_VERSION = 1  # part of every cache key: bump it when output would change
+RENDERER_VERSION = 2  # part of every cache key: bump it when output would change
 
 # Which Debian package ships each TeX file our formats need, for one-line errors.
 DEBIAN_PACKAGE = {
@@ -72,13 +86,16 @@ NOT_THE_CODES_FAULT = ("stopped:", "pdflatex failed")
 
 @dataclass(frozen=True)
 class Limits:
-    timeout_s: float = 30.0  # wall clock, per pdflatex run
+    timeout_s: float = 30.0  # wall clock, per pdflatex run ([diagrams] timeout in tutor.toml)
     cpu_s: int = 30
     memory_bytes: int = 2 << 30
     file_bytes: int = 50 << 20  # largest file TeX may write (the PDF, the log)
     max_pages: int = 8
     max_input_bytes: int = 100_000  # a diagram is a few KB; 100 KB is already absurd
     png_dpi: int = 150
+    # auto: bubblewrap where it runs, else say so once and go on with the filter and kpathsea;
+    # bwrap: refuse to compile without it; off: the filter and kpathsea only.
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
 
 
 @dataclass
@@ -111,6 +128,8 @@ class Rendering:
     cached: bool = False
     seconds: float = 0.0
     timeout_s: float = field(default=Limits.timeout_s, repr=False)  # for the SVG conversion
+    confine: Callable[..., list[str]] | None = field(default=None, repr=False)  # the renderer's sandbox, for the same
+    warnings: list[str] = field(default_factory=list)  # compiled, but the user should know (only page 1 shown...)
 
     @property
     def svg(self) -> Path | None:
@@ -122,7 +141,7 @@ class Rendering:
             return None
         target = self.pdf.with_name("diagram.svg")
         if not target.exists():
-            _pdf_to_svg(self.pdf, target, self.timeout_s)
+            _pdf_to_svg(self.pdf, target, self.timeout_s, self.confine)
         return target
 
 
@@ -152,16 +171,17 @@ class Renderer:
     def render(self, fmt: DiagramFormat, code: str, standalone: bool = False) -> Rendering:
         job = _Job(fmt, code, standalone)
         start = time.perf_counter()
+        if refused := self._refuse(job):  # before the cache too: a cache from an older, laxer version must not serve it
+            return Rendering(job.key, fmt.name, False, error=refused)
         if cached := self._from_cache(job):
             return cached
-        if refused := self._refuse(job):
-            return Rendering(job.key, fmt.name, False, error=refused)
         entry = self._entry(job.key)
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=entry.parent))
+        notes: list[str] = []
         try:
-            error = self._compile(job, staging)
-            result = {"ok": error is None, "format": fmt.name, "error": asdict(error) if error else None}
+            error = self._compile(job, staging, notes)
+            result = {"ok": error is None, "format": fmt.name, "error": asdict(error) if error else None, "warnings": notes}
             if error and error.message.startswith(NOT_THE_CODES_FAULT):
                 return Rendering(job.key, fmt.name, False, error=error, seconds=time.perf_counter() - start)  # could pass next time: not cached
             (staging / "result.json").write_text(json.dumps(result), encoding="utf-8")
@@ -173,6 +193,9 @@ class Renderer:
             shutil.rmtree(staging, ignore_errors=True)
         rendering = self._from_cache(job)
         rendering.cached, rendering.seconds = False, time.perf_counter() - start
+        if rendering.seconds > self.limits.timeout_s / 2:  # said now, not cached: it is about this machine, this time
+            rendering.warnings = [*rendering.warnings, f"compiling took {rendering.seconds:.1f} s of the {self.limits.timeout_s:g} s limit "
+                                  "(timeout under [diagrams] in tutor.toml)"]
         return rendering
 
     def render_many(self, jobs: Iterable[tuple[DiagramFormat, str, bool]], workers: int | None = None,
@@ -205,6 +228,8 @@ class Renderer:
         size = len(job.code.encode())
         if size > self.limits.max_input_bytes:
             return CompileError(f"refused: the code is {size} bytes; the limit is {self.limits.max_input_bytes}")
+        if unsafe := unsafe_tex(job.code):
+            return unsafe
         if job.standalone:
             if "\\documentclass" not in job.code:
                 return CompileError("refused: a standalone document needs \\documentclass")
@@ -214,8 +239,9 @@ class Renderer:
 
     # --- the sandboxed compile --------------------------------------------------------
 
-    def _compile(self, job: _Job, out: Path) -> CompileError | None:
-        """Compile in a private job directory; on success leave the PDF and PNG in `out`."""
+    def _compile(self, job: _Job, out: Path, notes: list[str]) -> CompileError | None:
+        """Compile in a private job directory; on success leave the PDF and PNG in `out`, and add to
+        `notes` what the user should know about a picture that did compile."""
         document = job.code if job.standalone else job.fmt.document(job.code)
         probed = not job.standalone and POSITION_PROBE_AFTER in document
         if probed:  # our own text after \begin{document}, before the body: not the user's
@@ -243,6 +269,8 @@ class Renderer:
                 return CompileError("the diagram produced no output (is the body empty?)")
             if int(pages.group(1)) > self.limits.max_pages:
                 return CompileError(f"refused: {pages.group(1)} pages; the limit is {self.limits.max_pages}")
+            if int(pages.group(1)) > 1:  # a diagram is one picture: the PNG and SVG show page 1, the PDF keeps them all
+                notes.append(f"the document has {pages.group(1)} pages; the PNG and SVG show page 1 only (the PDF has every page)")
             self._convert(jobdir)
             for name in ("diagram.pdf", "diagram.png"):
                 shutil.copyfile(jobdir / name, out / name)
@@ -265,29 +293,46 @@ class Renderer:
             env["TEXFORMATS"] = f"{formats_dir}:"  # trailing colon: then the default path
         command = ["pdflatex", "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", *(["-ini"] if ini else []), *args]
         limits = self.limits
-
-        def confine():  # runs in the child before exec
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-        process = subprocess.Popen(command, cwd=jobdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=confine)
+        process = subprocess.Popen(self.confined(command, writable=[jobdir], readable=[formats_dir] if formats_dir else []),
+                                   cwd=jobdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        started = time.perf_counter()
         try:
             output, _ = process.communicate(timeout=limits.timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            return f"stopped: pdflatex ran past the {limits.timeout_s:g} s time limit and was killed"
-        if process.returncode < 0:
-            signame = signal.Signals(-process.returncode).name
-            reason = {"SIGXCPU": "the CPU time limit", "SIGXFSZ": "the output size limit", "SIGKILL": "a resource limit"}.get(signame, signame)
-            return f"stopped: pdflatex was stopped by {reason}"
+            return (f"stopped: pdflatex was killed after {time.perf_counter() - started:.1f} s, past the {limits.timeout_s:g} s time limit "
+                    "(raise timeout under [diagrams] in tutor.toml, or pass --timeout)")
+        if signame := _signal_of(process.returncode):
+            reason = {"SIGXCPU": f"the {limits.cpu_s} s CPU time limit (timeout under [diagrams] in tutor.toml, or --timeout)",
+                      "SIGXFSZ": "the output size limit", "SIGKILL": "a resource limit (memory or CPU time)"}.get(signame, signame)
+            return f"stopped: pdflatex was stopped by {reason} after {time.perf_counter() - started:.1f} s"
         if process.returncode != 0:
             log_path = jobdir / f"{jobname}.log"
             log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else output.decode(errors="replace")
             return log
         return None
+
+    def confined(self, command: list[str], writable: list[Path], readable: list[str | Path] = ()) -> list[str]:
+        """`command` under the resource limits and, where it runs, in the bubblewrap sandbox.
+
+        prlimit sets the limits and execs the command: the same process, so its
+        signals (SIGXCPU...) come back as they are. Setting them in a forked child
+        (preexec_fn) is unsafe here, where many compiles start from threads.
+        """
+        limits = self.limits
+        # CPU: SIGXCPU at the soft limit, which we can name; SIGKILL a second later, at the hard one.
+        if shutil.which("prlimit"):
+            prefix = ["prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--as={limits.memory_bytes}", f"--fsize={limits.file_bytes}", "--core=0", "--"]
+        else:  # no util-linux: the same limits set by a small Python that then execs the command
+            prefix = [sys.executable, "-c", _LIMIT_AND_EXEC, str(limits.cpu_s), str(limits.memory_bytes), str(limits.file_bytes)]
+        if limits.sandbox != "off" and (problem := sandbox_problem()) is None:
+            prefix += bwrap_args(writable, readable)
+        elif limits.sandbox == "bwrap":
+            raise TutorError(f"the diagram sandbox is required (sandbox = \"bwrap\" under [diagrams]) but cannot run: {problem}")
+        elif limits.sandbox == "auto":
+            _warn_unsandboxed(problem)
+        return [*prefix, *command]
 
     def _format_file(self, fmt: DiagramFormat) -> Path:
         """The precompiled format for a preamble, built once (per process and on disk)."""
@@ -324,7 +369,7 @@ class Renderer:
         """
         require("pdftoppm")
         dpi = self.limits.png_dpi
-        subprocess.run(["pdftoppm", "-r", str(dpi), "-singlefile", "diagram.pdf", "diagram"],
+        subprocess.run(self.confined(["pdftoppm", "-r", str(dpi), "-singlefile", "diagram.pdf", "diagram"], writable=[jobdir]),
                        cwd=jobdir, check=True, capture_output=True, timeout=self.limits.timeout_s)
         ppm = jobdir / "diagram.ppm"
         _ppm_to_png(ppm, jobdir / "diagram.png", dpi)
@@ -343,11 +388,155 @@ class Renderer:
             return None
         if result["ok"]:
             return Rendering(job.key, job.fmt.name, True, entry / "diagram.pdf", entry / "diagram.png", cached=True,
-                             timeout_s=self.limits.timeout_s)
+                             timeout_s=self.limits.timeout_s, confine=self.confined, warnings=result.get("warnings", []))
         return Rendering(job.key, job.fmt.name, False, error=CompileError(**result["error"]), cached=True)
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+# --- the filter: the second layer, for where the sandbox cannot run -------------------------
+
+# pdfTeX primitives that read or probe a file by name. kpathsea's paranoid
+# setting does not cover them all: `\pdfobj file {/etc/passwd}` embeds the file
+# in the PDF with shell escape off. Matched anywhere in the text, in any case
+# (an expl3 alias such as \tex_pdfximage:D carries the name too).
+FILE_PRIMITIVES = ("pdfobj", "pdfximage", "pdffiledump", "pdfmdfivesum", "pdffilesize", "pdffilemoddate", "pdfinclusion")
+# Commands that read a file. A diagram is self-contained: it has nothing to read.
+FILE_READERS = {"input", "include", "InputIfFileExists", "IfFileExists", "openin", "verbatiminput", "VerbatimInput",
+                "lstinputlisting", "inputminted", "includegraphics", "includepdf", "includestandalone", "pgfimage",
+                "pgfdeclareimage", "pgfplotstableread", "pdfprimitive", "primitive"}
+# Ways to reach a command without writing its name: built from pieces (\csname
+# pdfx\empty image\endcsname), read back with other catcodes, or through an
+# alias layer (expl3, internal @-commands, etoolbox's \cs... family).
+NAME_BUILDERS = {"csname", "ifcsname", "begincsname", "lastnamedcs", "scantokens", "scantextokens", "everyeof", "catcode",
+                 "makeatletter", "ExplSyntaxOn", "UseName", "ExpandArgs", "NewCommandCopy", "lowercase", "uppercase"}
+_ETOOLBOX_CS = re.compile(r"(?:if)?cs(?!c$)[a-z]+|[a-z]*letcs")  # \csuse, \csdef, \ifcsdef, \letcs... (not \csc)
+_CONTROL_WORD = re.compile(r"\\([A-Za-z@]+)")
+_CARET_HEX = re.compile(r"\^\^([0-9a-f]{2})")
+_CARET_CHAR = re.compile(r"\^\^([\x00-\x7f])")
+
+
+def unsafe_tex(code: str) -> CompileError | None:
+    """Why untrusted TeX is refused before it runs, naming the command and its line; None if it may run."""
+    text = _decode_carets(code)
+    lowered = text.lower()
+    for name in FILE_PRIMITIVES:
+        if name in lowered:
+            return _refusal(code, text, lowered.index(name), f"\\{name} is a pdfTeX file primitive: diagram code may not read files")
+    for match in _CONTROL_WORD.finditer(text):
+        name = match.group(1)
+        if name in FILE_READERS:
+            return _refusal(code, text, match.start(), f"\\{name} reads a file: diagram code may not read files")
+        if name in NAME_BUILDERS or "@" in name or _ETOOLBOX_CS.fullmatch(name):
+            return _refusal(code, text, match.start(), f"\\{name} can build or redefine a command's name: not allowed in diagram code")
+    if text != code:
+        return _refusal(code, code, code.index("^^"), "^^ character escapes are not allowed in diagram code")
+    return None
+
+
+def _decode_carets(code: str) -> str:
+    """TeX's ^^ notation (^^5c is a backslash, ^^I a tab) decoded, as TeX would read it, until nothing changes."""
+    while "^^" in code:
+        decoded = _CARET_CHAR.sub(lambda m: chr(ord(m.group(1)) ^ 0x40), _CARET_HEX.sub(lambda m: chr(int(m.group(1), 16)), code))
+        if decoded == code:
+            break
+        code = decoded
+    return code
+
+
+def _refusal(code: str, text: str, at: int, why: str) -> CompileError:
+    line = text.count("\n", 0, at) + 1
+    lines = code.splitlines()
+    return CompileError(f"refused: {why}", line, lines[line - 1] if line <= len(lines) else None)
+
+
+# --- the sandbox: the first layer ------------------------------------------------------------
+
+
+class SandboxWarning(UserWarning):
+    """Diagrams compile without bubblewrap here: only the filter and kpathsea's settings guard them."""
+
+
+@cache
+def sandbox_problem() -> str | None:
+    """Why bubblewrap cannot run pdflatex here (not installed, no user namespaces...), or None if it can."""
+    if not shutil.which("bwrap"):
+        return "bubblewrap is not installed (apt-get install bubblewrap, or ./run.sh, which installs it)"
+    if not shutil.which("pdflatex"):
+        return None  # nothing to sandbox; require("pdflatex") names the missing package
+    with tempfile.TemporaryDirectory(prefix="tutor-probe-") as tmp:
+        probe = subprocess.run([*bwrap_args([Path(tmp)]), "pdflatex", "-version"], cwd=tmp, capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, timeout=30)
+    if probe.returncode != 0 or "pdfTeX" not in probe.stdout:
+        said = " ".join((probe.stderr or probe.stdout).split())[:200] or f"exit code {probe.returncode}"
+        return f"bubblewrap cannot run here ({said}); it needs unprivileged user namespaces"
+    return None
+
+
+@cache
+def _warn_unsandboxed(problem: str) -> None:  # once per process and problem
+    warnings.warn(f"diagrams compile without the file-system sandbox: {problem}. pdfTeX's file primitives are still refused "
+                  "and kpathsea's paranoid settings still apply", SandboxWarning, stacklevel=2)
+
+
+def bwrap_args(writable: Iterable[Path], readable: Iterable[str | Path] = ()) -> list[str]:
+    """A bubblewrap command prefix: the TeX tree read-only, `writable` read-write, nothing else.
+
+    No network, no other process, no /proc (so no /proc/<pid>/environ with API
+    keys in it), no $HOME, no /etc beyond TeX's own configuration, and /tmp empty.
+    """
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: links; else directories
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for path in (*_tex_roots(), *map(str, readable)):
+        args += ["--ro-bind-try", path, path]
+    for path in writable:
+        args += ["--bind", str(path), str(path)]
+    return [*args, "--"]
+
+
+@cache
+def _tex_roots() -> tuple[str, ...]:
+    """Folders outside /usr that TeX reads: its configuration and generated files (Debian's /etc/texmf and
+    /var/lib/texmf), a TeX Live installed under /opt, the user's own texmf tree; and the loader's cache."""
+    found = {"/etc/texmf", "/var/lib/texmf", "/etc/ld.so.cache", "/etc/fonts"}
+    binary = shutil.which("pdflatex")
+    if binary:
+        found.add(str(Path(os.path.realpath(binary)).parent))
+    if shutil.which("kpsewhich"):
+        for var in ("TEXMFROOT", "TEXMFDIST", "TEXMFSYSVAR", "TEXMFSYSCONFIG", "TEXMFLOCAL", "TEXMFHOME", "TEXMFCNF"):
+            value = subprocess.run(["kpsewhich", f"-var-value={var}"], capture_output=True, text=True).stdout.strip()
+            found.update(part for part in re.split(r"[:;,{}!]+", value) if part.startswith("/") and os.path.isdir(part))
+    return tuple(sorted(path for path in found if not path.startswith("/usr/")))
+
+
+_LIMIT_AND_EXEC = ("import os, resource as r, sys; cpu, memory, size = map(int, sys.argv[1:4]); "
+                   "r.setrlimit(r.RLIMIT_CPU, (cpu, cpu + 1)); r.setrlimit(r.RLIMIT_AS, (memory, memory)); "
+                   "r.setrlimit(r.RLIMIT_FSIZE, (size, size)); r.setrlimit(r.RLIMIT_CORE, (0, 0)); os.execvp(sys.argv[4], sys.argv[4:])")
+
+
+def _signal_of(returncode: int) -> str | None:
+    """The signal that ended the process, if one did: bubblewrap reports its child's as 128 + the signal."""
+    number = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 128 + 65 else None
+    if number is None:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+
+def renderer_for(workspace, timeout: float | None = None) -> Renderer:
+    """The workspace's renderer: its cache, and the limits and sandbox of [diagrams] in tutor.toml."""
+    cfg = workspace.config().diagrams
+    seconds = timeout or cfg.timeout
+    return Renderer(workspace.cache_dir / "diagrams", Limits(timeout_s=seconds, cpu_s=max(1, round(seconds)), sandbox=cfg.sandbox))
 
 
 def require(name: str) -> None:
@@ -456,13 +645,14 @@ def _ppm_to_png(ppm: Path, png: Path, dpi: int) -> None:
                     + chunk(b"IEND", b""))
 
 
-def _pdf_to_svg(pdf: Path, target: Path, timeout_s: float) -> None:
+def _pdf_to_svg(pdf: Path, target: Path, timeout_s: float, confine: Callable[..., list[str]] | None = None) -> None:
     """Page 1 of `pdf` as SVG, written atomically (two callers may ask at once)."""
     require("pdftocairo")
     fd, staged = tempfile.mkstemp(prefix=".svg-", suffix=".svg", dir=target.parent)
     os.close(fd)
+    command = ["pdftocairo", "-svg", "-f", "1", "-l", "1", str(pdf), staged]
     try:
-        subprocess.run(["pdftocairo", "-svg", "-f", "1", "-l", "1", str(pdf), staged], check=True, capture_output=True, timeout=timeout_s)
+        subprocess.run(confine(command, writable=[target.parent]) if confine else command, check=True, capture_output=True, timeout=timeout_s)
         os.replace(staged, target)
     finally:
         if os.path.exists(staged):
@@ -475,8 +665,8 @@ def _first_error(log: str) -> str:
     for line in log.splitlines():
         if m := re.match(r"^(?:\S+\.(?:tex|sty|cls|code\.tex)):\d+: (.*)", line):
             return m.group(1).strip()
-        if line.startswith("! "):
-            return line[2:].strip()
+        if line.startswith("! ") or line.startswith("!pdfTeX error"):  # pdfTeX's own errors have no space
+            return line[1:].strip()
     last = [line.strip() for line in log.splitlines() if line.strip()][-1:] or ["no output"]
     return f"pdflatex failed without a TeX error; it said: {last[0][:200]}"
 
@@ -487,8 +677,13 @@ def _locate(log: str, code: str, offset: int) -> CompileError:
     if log.startswith("stopped:"):
         return CompileError(message)
     if m := re.search(r"File `([^']+)' not found", message):
-        package = DEBIAN_PACKAGE.get(m.group(1))
-        message += f" (a missing package{f': install {package}' if package else ''})"
+        name = m.group(1)
+        if name.startswith(("/", "~")) or ".." in name or name.startswith("."):
+            # kpathsea's paranoid setting (and the sandbox) hide it: it may well exist.
+            message = f"refused: {name} is outside the diagram's job directory: diagram code may read only TeX's own files"
+        elif name.endswith((".sty", ".cls")):
+            package = DEBIAN_PACKAGE.get(name)
+            message += f" (a missing package{f': install {package}' if package else ''})"
     line = None
     if m := re.search(r"^\./diagram\.tex:(\d+):", log, re.MULTILINE):
         line = int(m.group(1))

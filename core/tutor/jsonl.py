@@ -46,7 +46,11 @@ def iter_jsonl(path: Path, model: type[M], problems: list[Problem]) -> Iterator[
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
-                problems.append(Problem(name, number, None, f"not valid JSON: {err.msg} at column {err.colno}"))
+                why = f"not valid JSON: {err.msg} at column {err.colno}"
+                if not raw.endswith(b"\n"):  # only the last line can lack one: an append cut short
+                    why = ("a torn last line (no newline, not valid JSON): a write was interrupted; "
+                           "the next `collect import` or `teach` run that writes this file removes it")
+                problems.append(Problem(name, number, None, why))
                 continue
             if not isinstance(data, dict):
                 problems.append(Problem(name, number, None, f"expected a JSON object, got {type(data).__name__}"))
@@ -104,12 +108,42 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def append_lines(path: Path, lines: Iterable[str]) -> None:
-    """Append lines and fsync: the append-only half of the storage rules."""
+    """Append lines and fsync: the append-only half of the storage rules.
+
+    Appending nothing creates nothing: an empty bank file left by a failed
+    import would read as "file is empty" instead of "import first".
+    """
+    lines = list(lines)
+    if not lines:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         for line in lines:
             handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def repair_tail(path: Path) -> None:
+    """Cut off a torn last line (a crash mid-append), so the next append starts a line of its own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        size = handle.seek(0, os.SEEK_END)
+        keep = 0
+        while size > 0:  # find the last newline, reading backwards in blocks
+            start = max(0, size - 65536)
+            handle.seek(start)
+            block = handle.read(size - start)
+            if (cut := block.rfind(b"\n")) >= 0:
+                keep = start + cut + 1
+                break
+            size = start
+        handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .markers import DiagramMarker, find_diagrams, replace_diagrams
 
@@ -28,6 +29,20 @@ SLUG = r"^[a-z][a-z0-9-]*$"
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _no_control_characters(text: str) -> str:
+    """Refuse NULs, escapes and the like: they come from broken exports, and break prompts,
+    tokenizers and terminals downstream. Tabs and line breaks are ordinary text."""
+    for position, char in enumerate(text, start=1):
+        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+            raise ValueError(f"contains a control character U+{ord(char):04X} at position {position}")
+    return text
+
+
+# A question's text: what students, teacher models and tutors read. Checked here, so an
+# import and `bank validate` refuse the same characters with the same message.
+Text = Annotated[str, AfterValidator(_no_control_characters)]
 
 
 def normalise_text(text: str) -> str:
@@ -116,13 +131,13 @@ class QuestionType(Model):
 
 
 class Part(Model):
-    label: str = Field(min_length=1, description="As printed: 'a', 'b(ii)'.")
-    text: str = Field(min_length=1)
+    label: Text = Field(min_length=1, description="As printed: 'a', 'b(ii)'.")
+    text: Text = Field(min_length=1)
     marks: int = Field(ge=1)
 
 
 class MarkPoint(Model):
-    text: str = Field(min_length=1, description="What the answer must contain to earn the mark(s).")
+    text: Text = Field(min_length=1, description="What the answer must contain to earn the mark(s).")
     marks: int = Field(default=1, ge=1)
     part: str | None = Field(default=None, description="Label of the part it belongs to; required when the question has parts.")
 
@@ -130,7 +145,7 @@ class MarkPoint(Model):
 class LevelDescriptor(Model):
     level: int = Field(ge=1)
     marks: tuple[int, int] = Field(description="(lowest, highest) mark of the level.")
-    descriptor: str = Field(min_length=1)
+    descriptor: Text = Field(min_length=1)
     part: str | None = None
     strand: str | None = Field(default=None, description="When skills are levelled separately (e.g. 'AO1/AO2' and 'AO3'), the skill this table marks.")
 
@@ -140,7 +155,7 @@ class MarkScheme(Model):
 
     points: list[MarkPoint] = Field(default_factory=list)
     levels: list[LevelDescriptor] = Field(default_factory=list)
-    notes: str = Field(default="", description="Examiner guidance: alternatives accepted, common errors, max rules.")
+    notes: Text = Field(default="", description="Examiner guidance: alternatives accepted, common errors, max rules.")
 
     @model_validator(mode="after")
     def _not_empty(self) -> MarkScheme:
@@ -156,9 +171,9 @@ class FinalAnswer(Model):
     """A machine-checkable numeric result of a calculation."""
 
     part: str | None = None
-    label: str | None = Field(default=None, description="Which result, when a part has several, e.g. 'p(H2)'.")
+    label: Text | None = Field(default=None, description="Which result, when a part has several, e.g. 'p(H2)'.")
     value: float
-    unit: str = Field(description="SI-style unit as written in the answer, '' if dimensionless.")
+    unit: Text = Field(description="SI-style unit as written in the answer, '' if dimensionless.")
     sig_figs: int | None = Field(default=None, ge=1)
 
     @property
@@ -181,14 +196,14 @@ class Question(Model):
     subject: str
     type: str = Field(description="A question-type id of the subject.")
     topic: str
-    stem: str = Field(min_length=1, description="The question text (data, context, command) before any parts.")
+    stem: Text = Field(min_length=1, description="The question text (data, context, command) before any parts.")
     parts: list[Part] = Field(default_factory=list)
-    options: dict[str, str] = Field(default_factory=dict, description="MCQ options keyed by letter.")
+    options: dict[str, Text] = Field(default_factory=dict, description="MCQ options keyed by letter.")
     key: str | None = Field(default=None, description="The correct MCQ option.")
     marks: int = Field(ge=1)
     mark_scheme: MarkScheme
     final_answers: list[FinalAnswer] = Field(default_factory=list)
-    images: list[str] = Field(default_factory=list, description="Paths, relative to the bank, of images the question refers to.")
+    images: list[Text] = Field(default_factory=list, description="Paths, relative to the bank, of images the question refers to.")
     source: Source
 
     @staticmethod

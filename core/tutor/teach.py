@@ -15,8 +15,15 @@ never losing a reply and never paying for one twice:
     held is asked for again.
   - One retry layer: the openai client's own retries are off (max_retries=0)
     and ours retry 429s (waiting as long as Retry-After says, and holding back
-    every other request meanwhile), 5xx, timeouts, dropped connections and
-    malformed bodies, with backoff, until the item's total deadline.
+    every other request meanwhile), 5xx, dropped connections and malformed
+    bodies, with backoff, until the item's total deadline.
+  - A request that timed out may still be billed: a provider keeps generating
+    after the client gives up. So it is re-sent only `retry_timeouts` times
+    (default once), and a run where most requests time out stops. Such
+    requests, and replies cut off or malformed, are counted as possibly billed
+    and shown in the report.
+  - A teacher that refuses connections (or whose name does not resolve) stops
+    the run after a few tries, naming the URL: it is down, not busy.
   - A budget (requests, tokens) stops a run cleanly; Ctrl-C too. Whatever is
     on disk is complete and the next run carries on from it.
 
@@ -40,7 +47,7 @@ import os
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -50,7 +57,7 @@ from pathlib import Path
 
 from .bank import ANSWERS, DIAGRAMS, QUESTIONS
 from .errors import ConfigError, Problem, TutorError, ValidationFailed
-from .jsonl import append_jsonl, iter_jsonl
+from .jsonl import append_jsonl, iter_jsonl, repair_tail
 from .markers import MarkerError, find_diagrams
 from .models import Diagram, DiagramRequest, GoldAnswer, Model, Question, QuestionType
 from .registry import SubjectKit, registry
@@ -63,6 +70,14 @@ ANSWER_REJECTS = "answer-rejects.jsonl"
 DIAGRAM_ATTEMPTS = "diagram-attempts.jsonl"
 REQUESTS = "diagram-requests.jsonl"
 VALIDATION_RETRIES = 1  # an invalid reply is asked for once more, with the reason
+# Seconds to open a connection. Far below the request timeout (minutes, for a reasoning model), so an
+# address that drops packets fails in seconds instead of after the whole timeout.
+CONNECT_TIMEOUT = 10.0
+CONNECT_ATTEMPTS = 3  # one request refused a connection this many times: the teacher is down, not busy
+# The run stops when, of the last TIMEOUT_WINDOW finished attempts (and at least TIMEOUT_STOP_AFTER),
+# more than half timed out: every further one may be billed and bring nothing back.
+TIMEOUT_WINDOW = 20
+TIMEOUT_STOP_AFTER = 5
 
 
 class Interrupted(TutorError):
@@ -73,6 +88,10 @@ class Interrupted(TutorError):
 
 class TeacherRefused(TutorError):
     """An answer from the teacher that no retry can change: a bad key, an unknown model, a bad request."""
+
+
+class TeacherUnreachable(TutorError):
+    """No connection to the teacher at all (refused, no such host, no answer to the connect): it is down or misnamed."""
 
 
 # --- the teacher's settings ---------------------------------------------------------------
@@ -194,10 +213,14 @@ class Reply:
 
 
 class ItemFailed(Exception):
-    """The teacher did not answer within the item's deadline; the item stays pending."""
+    """No reply within the item's deadline, or its request timed out more than retry_timeouts times; the item stays pending."""
 
 
-class BudgetReached(Exception):
+class RunStopped(Exception):
+    """The run stops cleanly, for the reason its message gives; the item stays pending."""
+
+
+class BudgetReached(RunStopped):
     """The run's request or token budget is spent; the item stays pending."""
 
 
@@ -207,6 +230,9 @@ class Usage:
 
     requests: int = 0
     replayed: int = 0  # replies taken from the log instead of asked for
+    # Requests the server had but no reply was saved for (timed out, cut off, malformed): a provider
+    # may bill them all the same.
+    maybe_billed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: Counter = field(default_factory=Counter)
@@ -249,12 +275,17 @@ class Teacher:
         self.cfg, self.log, self.meta = cfg, log, meta or {}
         self._key = key  # kept only to scrub it from error messages
         # max_retries=0: retries are ours alone (stacked layers multiply the requests a failure costs).
-        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key or "none", max_retries=0, timeout=cfg.timeout)
+        # A connect timeout under the request timeout: a connect that fails is told apart from a slow reply.
+        self._connect_timeout = min(CONNECT_TIMEOUT, cfg.timeout / 2)
+        timeout = openai.Timeout(cfg.timeout, connect=self._connect_timeout)
+        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key or "none", max_retries=0, timeout=timeout)
         self.usage = Usage(price_input=cfg.price_input or 0.0, price_output=cfg.price_output or 0.0)
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._retryable = _retryable_errors()
         self._status_error = openai.APIStatusError
         self._calm_until = 0.0  # after a 429, nobody sends before this (monotonic time)
+        self._recent: deque[bool] = deque(maxlen=TIMEOUT_WINDOW)  # the last finished attempts: timed out or not
+        self.stopping: str | None = None  # once set, the run is stopping: nothing more is sent
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="tutor-log")  # fsyncs off the event loop, in order
 
     async def close(self) -> None:
@@ -274,8 +305,10 @@ class Teacher:
         """The reply to `messages`: from the log if it was ever received, else from the teacher.
 
         Raises ItemFailed when the item's deadline (counted from `started`)
-        passes, BudgetReached when the budget is spent, TeacherRefused when
-        the server turns the request down for good.
+        passes or its request timed out too often, RunStopped when the budget
+        is spent or most requests time out, TeacherRefused when the server
+        turns the request down for good, TeacherUnreachable when it cannot be
+        connected to.
         """
         key = request_key(self.cfg, messages, salt)
         if entry := self.log.get(key):
@@ -283,15 +316,18 @@ class Teacher:
             return Reply.from_entry(entry, cached=True)
         deadline = started + self.cfg.deadline
         attempt = 0
+        failures: Counter = Counter()  # this request's failed attempts, by kind
         while True:
             if (wait := self._calm_until - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             async with self._slots:
+                if self.stopping:  # decided while this item waited for a slot
+                    raise RunStopped(self.stopping)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ItemFailed(f"no reply within the {self.cfg.deadline:g} s deadline ({attempt} attempts)")
                 if self.over_budget():
-                    raise BudgetReached()
+                    raise BudgetReached(_budget_note(self.cfg, self.usage))
                 self.usage.requests += 1
                 attempt += 1
                 sent = time.monotonic()
@@ -301,10 +337,11 @@ class Teacher:
                 except self._status_error as err:
                     if err.status_code not in RETRY_STATUSES and err.status_code < 500:
                         raise TeacherRefused(f"the teacher refused the request: {self._describe(err)}") from None
-                    retry_in = await self._failed(err, key, item, attempt, deadline)
+                    retry_in = await self._failed(err, key, item, attempt, deadline, failures)
                 except self._retryable as err:
-                    retry_in = await self._failed(err, key, item, attempt, deadline)
+                    retry_in = await self._failed(err, key, item, attempt, deadline, failures)
                 else:
+                    self._recent.append(False)
                     self.usage.prompt_tokens += reply.prompt_tokens
                     self.usage.completion_tokens += reply.completion_tokens
                     entry = {"key": key, "at": _now(), "model": self.cfg.model, **self.meta, "item": item, "content": reply.content,
@@ -315,11 +352,32 @@ class Teacher:
                     return reply
             await asyncio.sleep(retry_in)  # outside the slot: a waiting item does not hold back the others
 
-    async def _failed(self, err: BaseException, key: str, item: str, attempt: int, deadline: float) -> float:
-        """Log a failed attempt; the seconds to wait before the next one, or ItemFailed past the deadline."""
-        reason = self._describe(err)
-        self.usage.errors[_error_kind(err)] += 1
+    async def _failed(self, err: BaseException, key: str, item: str, attempt: int, deadline: float, failures: Counter) -> float:
+        """Log a failed attempt and decide what follows it: the seconds to wait before the next one;
+        ItemFailed when this item gives up; RunStopped or TeacherUnreachable when the whole run does."""
+        cfg, reason, kind = self.cfg, self._describe(err), _error_kind(err)
+        failures[kind] += 1
+        self.usage.errors[kind] += 1
+        if kind in ("timeout", "malformed", "connection"):  # the server had the request, and no reply was saved
+            self.usage.maybe_billed += 1
         await self.write(self.log.append, {"key": key, "at": _now(), "error": reason, **self.meta, "item": item})
+        if kind == "connect":  # never reached the server: nothing billed, and nothing gained by waiting long
+            if failures[kind] >= CONNECT_ATTEMPTS:
+                raise TeacherUnreachable(f"cannot connect to the teacher at {cfg.base_url} ({reason}, {failures[kind]} tries): "
+                                         "is it running, and is that its address? Set teacher.base_url in tutor.toml or TUTOR_TEACHER_BASE_URL")
+        else:
+            self._recent.append(kind == "timeout")
+            timeouts = sum(self._recent)
+            if self.stopping is None and len(self._recent) >= TIMEOUT_STOP_AFTER and 2 * timeouts > len(self._recent):
+                self.stopping = (f"most requests time out ({timeouts} of the last {len(self._recent)} got no reply within the "
+                                 f"{cfg.timeout:g} s request timeout) at {cfg.base_url}; each may be billed all the same. "
+                                 "If the teacher is just slow, raise teacher.timeout (TUTOR_TEACHER_TIMEOUT)")
+            if self.stopping:
+                raise RunStopped(self.stopping)
+        if kind == "timeout" and failures[kind] > cfg.retry_timeouts:
+            raise ItemFailed(f"{reason} (sent {failures[kind]}x); not re-sent, to avoid paying twice (the teacher may bill a request "
+                             f"it was still working on): raise teacher.timeout to wait longer, or teacher.retry_timeouts "
+                             f"(now {cfg.retry_timeouts}) to re-send more")
         pause = _retry_after(err)
         if pause is not None:  # the server said how long: hold every request back that long, not just this one
             self._calm_until = max(self._calm_until, time.monotonic() + pause)
@@ -363,7 +421,10 @@ class Teacher:
     def _describe(self, err: BaseException) -> str:
         """One line about a failure, with the API key scrubbed out of it."""
         status = getattr(err, "status_code", None)
-        if isinstance(err, TimeoutError):
+        if _not_connected(err):
+            found = err.__cause__ or err  # the transport's own words: refused, unknown host
+            text = f"{type(found).__name__}: {str(found) or f'no answer to the connect within {self._connect_timeout:g} s'}"
+        elif isinstance(err, TimeoutError) or "Timeout" in type(err).__name__:
             text = f"no reply within the {self.cfg.timeout:g} s request timeout"
         else:
             text = f"{type(err).__name__}" + (f" {status}" if status else "") + f": {err}"
@@ -407,10 +468,27 @@ def _retry_after(err: BaseException) -> float | None:
     return None
 
 
+def _not_connected(err: BaseException | None) -> bool:
+    """Whether the request never reached the server: connection refused, no such host, no answer to the connect.
+
+    The openai client wraps the transport's error; its class name says which
+    (httpx and httpx2 name them alike), wherever in the chain it is.
+    """
+    for _ in range(10):  # a chain is short; the bound only guards against a cycle
+        if err is None:
+            break
+        if type(err).__name__ in ("ConnectError", "ConnectTimeout"):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def _error_kind(err: BaseException) -> str:
     status = getattr(err, "status_code", None)
     if status:
         return str(status)
+    if _not_connected(err):
+        return "connect"
     if isinstance(err, TimeoutError) or "Timeout" in type(err).__name__:
         return "timeout"
     if isinstance(err, ValueError):
@@ -483,29 +561,6 @@ def with_reason(messages: list[dict], reason: str) -> list[dict]:
 # --- reading what is already done, tolerating a crash's torn last line -----------------------
 
 
-def repair_tail(path: Path) -> None:
-    """Cut off a torn last line (a crash mid-append), so the next append starts a line of its own."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        size = handle.seek(0, os.SEEK_END)
-        keep = 0
-        while size > 0:  # find the last newline, reading backwards in blocks
-            start = max(0, size - 65536)
-            handle.seek(start)
-            block = handle.read(size - start)
-            if (cut := block.rfind(b"\n")) >= 0:
-                keep = start + cut + 1
-                break
-            size = start
-        handle.truncate(keep)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def field_counts(path: Path, field_name: str, where: Callable[[dict], bool] = lambda record: True) -> Counter:
     """How often each value of one field occurs over a JSON Lines file (in the records `where` picks).
 
@@ -544,8 +599,9 @@ async def run_items(items: Iterable, handle: Callable[[object], Awaitable[None]]
     """handle(item) for each item, at most `width` at once, reading `items` lazily.
 
     Items are pulled only as slots free up, so memory stays flat however long
-    the bank is. A failure that escapes `handle` (the teacher refused for good,
-    Ctrl-C) cancels the rest; what they had written stays written.
+    the bank is. A failure that escapes `handle` (the teacher refused for good
+    or cannot be reached, Ctrl-C) cancels the rest, and waits for them, so the
+    error is all that is reported; what they had written stays written.
     """
     pending: set[asyncio.Task] = set()
 
@@ -553,8 +609,11 @@ async def run_items(items: Iterable, handle: Callable[[object], Awaitable[None]]
         nonlocal pending
         while len(pending) > until:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+            # Every finished task's exception is retrieved, not just the first: asyncio prints the
+            # others as "Task exception was never retrieved" tracebacks under the one-line error.
+            errors = [task.exception() for task in done if not task.cancelled()]
+            if failure := next((e for e in errors if e is not None), None):
+                raise failure
 
     try:
         for item in items:
@@ -600,7 +659,8 @@ class AnswerRun:
     rejected: int = 0
     failed: int = 0
     skipped_rejects: int = 0
-    stopped: str | None = None  # why the run stopped early (budget)
+    answered_before: int = 0  # questions answered by earlier runs
+    stopped: str | None = None  # why the run stopped early (budget, a teacher that mostly times out)
     failures: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     seconds: float = 0.0
@@ -615,12 +675,16 @@ def questions_file(workspace: Workspace, kit: SubjectKit) -> Path:
     if not path.exists():
         raise TutorError(f"no questions to answer: {path} does not exist; bring questions in first with "
                          f"`tutor --subject {kit.name} collect import FILE` (or `collect scrape SITE`)")
+    with open(path, "rb") as handle:  # stops at the first line with text: cheap on a big bank
+        if not any(line.strip() for line in handle):
+            raise TutorError(f"no questions to answer: {path} has no questions yet; bring questions in first with "
+                             f"`tutor --subject {kit.name} collect import FILE`")
     return path
 
 
 def pending_questions(kit: SubjectKit, workspace: Workspace, type_id: str | None = None, limit: int | None = None,
-                      retry_rejects: bool = False) -> tuple[Callable[[], Iterator[Question]], int, int]:
-    """(a fresh iterator over the questions to answer, how many, rejects skipped).
+                      retry_rejects: bool = False) -> tuple[Callable[[], Iterator[Question]], int, int, int]:
+    """(a fresh iterator over the questions to answer, how many, rejects skipped, answered before).
 
     Reads the bank once to check it and count, so nothing is sent for a bank
     with a broken line; the iterator reads it again, line by line.
@@ -649,8 +713,12 @@ def pending_questions(kit: SubjectKit, workspace: Workspace, type_id: str | None
     total = sum(1 for _ in wanted(True))
     if problems:
         raise ValidationFailed(problems)
-    skipped = sum(1 for _, q in iter_jsonl(path, Question, []) if q.id in rejected and q.id not in answered and type_id in (None, q.type))
-    return (lambda: wanted(False)), total, skipped
+    skipped = before = 0
+    for _, question in iter_jsonl(path, Question, []):
+        if type_id in (None, question.type):
+            before += question.id in answered
+            skipped += question.id in rejected and question.id not in answered
+    return (lambda: wanted(False)), total, skipped, before
 
 
 def answer_messages(kit: SubjectKit, user_dirs: list[Path], question: Question) -> list[dict]:
@@ -667,7 +735,7 @@ async def teach_answers(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfi
     with exclusive(workspace.subject_dir(kit.name) / ".teach-answers.lock", "answers"):
         for name in (ANSWERS, ANSWER_REJECTS):
             repair_tail(bank / name)
-        questions, run.total, run.skipped_rejects = pending_questions(kit, workspace, type_id, limit, retry_rejects)
+        questions, run.total, run.skipped_rejects, run.answered_before = pending_questions(kit, workspace, type_id, limit, retry_rejects)
         rejects_before = field_counts(bank / ANSWER_REJECTS, "question_id") if retry_rejects else Counter()
         log = ResponseLog(workspace.cache_dir / "teacher" / "responses.jsonl")
         teacher = Teacher(cfg, log, key, meta={"stage": "answer", "subject": kit.name})
@@ -701,7 +769,7 @@ async def teach_answers(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfi
             run.rejected += 1
 
         try:
-            await run_items(questions(), lambda question: settle_item(run, cfg, teacher, progress, question.id, answer(question)),
+            await run_items(questions(), lambda question: settle_item(run, teacher, progress, question.id, answer(question)),
                             2 * cfg.concurrency, lambda: run.stopped is not None)
         finally:
             await teacher.close()
@@ -710,16 +778,17 @@ async def teach_answers(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfi
     return run
 
 
-async def settle_item(run, cfg: TeacherConfig, teacher, progress, item_id: str, work: Awaitable[None]) -> None:
-    """Await one item's work: an item that failed for good is recorded, a spent
-    budget stops the run, and the progress bar moves on either way."""
+async def settle_item(run, teacher, progress, item_id: str, work: Awaitable[None]) -> None:
+    """Await one item's work: an item that failed for good is recorded, a stop
+    (a spent budget, a teacher that mostly times out) stops the run, and the
+    progress bar moves on either way."""
     try:
         await work
     except ItemFailed as err:
         run.failed += 1
         run.failures.append(f"{item_id}: {err}")
-    except BudgetReached:
-        run.stopped = _budget_note(cfg, teacher.usage)
+    except RunStopped as err:
+        run.stopped = run.stopped or str(err)  # the first reason; later ones repeat it
     finally:
         if progress:
             progress(Progress(run.done, run.total, teacher.usage))
@@ -760,6 +829,7 @@ class DiagramRun:
     not_compiled: int = 0
     failed: int = 0
     skipped_failures: int = 0
+    compiled_before: int = 0  # requests with compiled code from earlier runs
     attempts: int = 0  # replies compiled, repairs included
     stopped: str | None = None
     failures: list[str] = field(default_factory=list)
@@ -777,8 +847,8 @@ class DiagramRun:
 
 
 def pending_requests(kit: SubjectKit, workspace: Workspace, limit: int | None = None,
-                     retry_failed: bool = False) -> tuple[list[DiagramRequest], int]:
-    """(the diagram requests without compiled code, how many failed before and are skipped)."""
+                     retry_failed: bool = False) -> tuple[list[DiagramRequest], int, int]:
+    """(the diagram requests without compiled code, how many failed before and are skipped, how many have code)."""
     path = workspace.subject_dir(kit.name) / REQUESTS
     if not path.exists():
         raise TutorError(f"no diagram requests: {path} does not exist; gather them from gold answers first with "
@@ -794,7 +864,8 @@ def pending_requests(kit: SubjectKit, workspace: Workspace, limit: int | None = 
     skipped = sum(1 for r in requests if r.id not in drawn and r.id in failed)
     for name in {r.format for r in todo}:
         kit.format(name)  # an unknown format is an error before anything is sent
-    return todo[:limit] if limit is not None else todo, skipped
+    compiled = sum(1 for r in requests if r.id in drawn)
+    return todo[:limit] if limit is not None else todo, skipped, compiled
 
 
 def diagram_messages(kit: SubjectKit, user_dirs: list[Path], request: DiagramRequest) -> list[dict]:
@@ -807,17 +878,17 @@ async def teach_diagrams(kit: SubjectKit, workspace: Workspace, cfg: TeacherConf
                          limit: int | None = None, retry_failed: bool = False,
                          progress: Callable[[Progress], None] | None = None) -> DiagramRun:
     """Compiled diagram code for every diagram request that has none, repairing failures."""
-    from .diagrams import Renderer, require_format
+    from .diagrams import renderer_for, require_format
 
     bank = workspace.bank_dir(kit.name)
     with exclusive(workspace.subject_dir(kit.name) / ".teach-diagrams.lock", "diagrams"):
         for name in (DIAGRAMS, DIAGRAM_ATTEMPTS):
             repair_tail(bank / name)
-        todo, run.skipped_failures = pending_requests(kit, workspace, limit, retry_failed)
+        todo, run.skipped_failures, run.compiled_before = pending_requests(kit, workspace, limit, retry_failed)
         run.total = len(todo)
         for name in {r.format for r in todo}:
             require_format(kit.format(name))
-        renderer = Renderer(workspace.cache_dir / "diagrams")
+        renderer = renderer_for(workspace)
         compiling = asyncio.Semaphore(os.cpu_count() or 1)  # pdflatex is CPU-bound: one per core
         tries = field_counts(bank / DIAGRAM_ATTEMPTS, "request_id") if retry_failed else Counter()
         log = ResponseLog(workspace.cache_dir / "teacher" / "responses.jsonl")
@@ -871,7 +942,7 @@ async def teach_diagrams(kit: SubjectKit, workspace: Workspace, cfg: TeacherConf
                 run.not_compiled += 1
 
         try:
-            await run_items(todo, lambda request: settle_item(run, cfg, teacher, progress, request.id, draw(request)),
+            await run_items(todo, lambda request: settle_item(run, teacher, progress, request.id, draw(request)),
                             2 * cfg.concurrency, lambda: run.stopped is not None)
         finally:
             await teacher.close()
@@ -923,7 +994,7 @@ def estimate(cfg: TeacherConfig, workspace: Workspace, items: Iterable[tuple[str
 
 def answer_estimates(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfig, type_id: str | None, limit: int | None,
                      retry_rejects: bool) -> list[Estimate]:
-    questions, _, _ = pending_questions(kit, workspace, type_id, limit, retry_rejects)
+    questions, _, _, _ = pending_questions(kit, workspace, type_id, limit, retry_rejects)
     user_dirs = workspace.template_dirs(kit.name)
 
     def items():
@@ -936,6 +1007,6 @@ def answer_estimates(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfig, 
 
 
 def diagram_estimates(kit: SubjectKit, workspace: Workspace, cfg: TeacherConfig, limit: int | None, retry_failed: bool) -> list[Estimate]:
-    todo, _ = pending_requests(kit, workspace, limit, retry_failed)
+    todo, _, _ = pending_requests(kit, workspace, limit, retry_failed)
     user_dirs = workspace.template_dirs(kit.name)
     return estimate(cfg, workspace, ((r.format, diagram_messages(kit, user_dirs, r), DIAGRAM_TOKENS) for r in todo))

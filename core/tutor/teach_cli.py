@@ -70,8 +70,11 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
                                            retry_rejects=retry_rejects, progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
     if run.total == 0:
-        skipped = f" ({run.skipped_rejects} rejected before: --retry-rejects asks again)" if run.skipped_rejects else ""
-        click.echo(f"{kit.name}: every question has a gold answer{skipped}")
+        if run.skipped_rejects:  # not "every question has a gold answer": the rejected ones have none
+            click.echo(f"{kit.name}: nothing to ask: {run.answered_before} answered, {run.skipped_rejects} rejected "
+                       f"(reasons in {bank / t.ANSWER_REJECTS}); --retry-rejects asks for the rejected ones again")
+        else:
+            click.echo(f"{kit.name}: every question has a gold answer ({run.answered_before})")
         return
     from .cli import _table
 
@@ -80,6 +83,8 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
     click.echo(f"answers: {bank / t.ANSWERS}")
     if run.rejected:
         click.echo(f"rejected, with reasons: {bank / t.ANSWER_REJECTS}")
+    if run.skipped_rejects:
+        click.echo(f"{run.skipped_rejects} rejected before and not asked again: --retry-rejects asks for them")
     _finish(run, "questions")
 
 
@@ -113,8 +118,11 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
                                             progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
     if run.total == 0:
-        skipped = f" ({run.skipped_failures} failed before: --retry-failed asks again)" if run.skipped_failures else ""
-        click.echo(f"{kit.name}: every diagram request has compiled code{skipped}")
+        if run.skipped_failures:  # not "every diagram request has compiled code": the failed ones have none
+            click.echo(f"{kit.name}: nothing to ask: {run.compiled_before} compiled, {run.skipped_failures} failed to compile "
+                       f"(errors in {bank / t.DIAGRAM_ATTEMPTS}); --retry-failed asks for the failed ones again")
+        else:
+            click.echo(f"{kit.name}: every diagram request has compiled code ({run.compiled_before})")
         return
     from .cli import _table
 
@@ -125,6 +133,8 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
     _table(["requests", "compiled", "not compiled", "failed", "replies compiled", "requests sent", "replayed", "tokens", "est. cost", "seconds"],
            [(str(run.total), str(run.compiled), str(run.not_compiled), str(run.failed), str(run.attempts), *_usage_cells(run.usage), f"{run.seconds:.1f}")])
     click.echo(f"diagrams: {bank / t.DIAGRAMS}\nattempts and errors: {bank / t.DIAGRAM_ATTEMPTS}")
+    if run.skipped_failures:
+        click.echo(f"{run.skipped_failures} failed before and not asked again: --retry-failed asks for them")
     _finish(run, "diagram requests")
 
 
@@ -148,7 +158,10 @@ def _finish(run, what: str) -> None:
     from .errors import TutorError
 
     if run.usage.errors:
-        click.echo("retried errors: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(run.usage.errors.items())))
+        click.echo("failed attempts: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(run.usage.errors.items())))
+    if run.usage.maybe_billed:  # what the requests column cannot tell: money spent with nothing to show for it
+        click.echo(f"{run.usage.maybe_billed} requests may have been billed without a saved reply "
+                   "(timed out, or cut off or malformed after the teacher had them)")
     for failure in run.failures[:5]:
         click.echo(f"failed: {failure}", err=True)
     left = run.total - run.done

@@ -662,9 +662,9 @@ def reward_function(reward, task: str, kit: SubjectKit, bank, compile_fn):
 
 
 def _compiler(kit: SubjectKit, workspace: Workspace):
-    from .diagrams import Renderer
+    from .diagrams import renderer_for
 
-    renderer = Renderer(workspace.cache_dir / "diagrams")
+    renderer = renderer_for(workspace)
 
     def compile_fn(format_name: str, code: str) -> str | None:
         result = renderer.render(kit.format(format_name), code)

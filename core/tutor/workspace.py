@@ -50,7 +50,7 @@ TEACHER_PRESETS: dict[str, dict] = {
 }
 # What neither tutor.toml nor the preset sets.
 _TEACHER_DEFAULTS = {"max_tokens": 4096, "concurrency": 16, "timeout": 600.0, "deadline": 1800.0, "backoff": 1.0, "stream": True,
-                     "repair_rounds": 2, "price_input": 0.0, "price_output": 0.0, "reasoning_tokens": 0}
+                     "retry_timeouts": 1, "repair_rounds": 2, "price_input": 0.0, "price_output": 0.0, "reasoning_tokens": 0}
 
 
 class TeacherConfig(Model):
@@ -70,6 +70,8 @@ class TeacherConfig(Model):
     concurrency: int | None = Field(default=None, ge=1, le=1024, description="Requests in flight at once.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds one request may take.")
     deadline: float | None = Field(default=None, gt=0, description="Seconds one item may take over all its retries.")
+    retry_timeouts: int | None = Field(default=None, ge=0, description="Times a request that timed out is sent again; 0: never. "
+                                       "Each may be billed: a provider keeps generating after the client gives up.")
     backoff: float | None = Field(default=None, ge=0, description="Seconds before retrying a failure the server gave no Retry-After for; doubles each time, up to 60.")
     stream: bool | None = Field(default=None, description="Stream replies (server-sent events); turn off for servers without stream_options.")
     budget_requests: int | None = Field(default=None, ge=0, description="Stop a run after this many requests sent.")
@@ -167,6 +169,16 @@ class TrainConfig(Model):
         return self
 
 
+class DiagramsConfig(Model):
+    """[diagrams] in tutor.toml: how untrusted diagram code is compiled."""
+
+    timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds one pdflatex run may take (wall clock and CPU); "
+                           "raise it for heavy pictures on a slow machine.")
+    sandbox: Literal["auto", "bwrap", "off"] = Field(default="auto", description="auto: compile under bubblewrap where it runs, else "
+                                                     "say so once and rely on the filter and kpathsea; bwrap: refuse to compile without "
+                                                     "it; off: the filter and kpathsea only.")
+
+
 class Config(Model):
     """tutor.toml. Every stage owns one section; unknown keys are errors, so typos surface."""
 
@@ -174,6 +186,7 @@ class Config(Model):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    diagrams: DiagramsConfig = Field(default_factory=DiagramsConfig)
 
 
 def default_root() -> Path:
