@@ -8,19 +8,15 @@ stage; this is enough to see that training worked.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from .console import say as _say  # the default for `say`: a status line on stderr
 from .errors import TutorError, UnknownName
 from .registry import SubjectKit
 from .workspace import Workspace
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def prompt_for(kit: SubjectKit, workspace: Workspace, role: str, *, text: str | None = None, question_id: str | None = None,

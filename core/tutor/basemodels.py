@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .console import say as _say  # the default for `say`: a status line on stderr
 from .errors import TutorError, UnknownName
 
 EMBEDDED = "smollm2-135m"
@@ -83,9 +84,6 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def models_dir() -> Path:

@@ -51,9 +51,9 @@ from .bank import Bank
 from .errors import TutorError, UnknownName
 from .models import Question, content_id
 from .registry import SubjectKit
+from .runs import ROLES
 from .workspace import TrainConfig, Workspace
 
-ROLES = ("answer", "diagram")
 SPLITS = ("train", "validation", "test")
 NGRAM = 13  # as in the GPT-3 contamination study: long enough that a shared run of words is copying
 RUBRIC = 3  # a 13-gram in the prompts of this many questions is the exam's fixed wording (see rubric_grams)

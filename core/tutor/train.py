@@ -27,7 +27,6 @@ import json
 import math
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .console import say as _say  # the default for `say`: a status line on stderr
 from .errors import TutorError
 from .registry import SubjectKit
 from .workspace import TrainConfig, Workspace
@@ -47,9 +47,6 @@ PLOT = "loss.png"
 CHECKPOINTS = "checkpoints"
 METHODS = ("sft", "grpo")
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- settings ---------------------------------------------------------------------

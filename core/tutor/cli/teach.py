@@ -1,11 +1,7 @@
-"""`tutor teach ...`: the teacher model writes gold answers and diagram code.
+"""`tutor teach answers | diagrams | config`: a teacher model writes gold answers and diagram code.
 
 Only click is imported here; the teach module (and with it openai) loads
-inside the commands, so `tutor --help` stays fast. cli.py imports this module
-at its end, so the CLI's helpers are imported inside the functions too: at
-module level that import would be circular under `python -m tutor.cli`.
-`pass_obj` hands the commands the CLI's State (what `pass_state` finds).
-"""
+inside the commands, so `tutor --help` stays fast."""
 
 from __future__ import annotations
 
@@ -13,7 +9,9 @@ import json
 
 import click
 
-pass_state = click.pass_obj
+from ..console import progress, table
+from ..errors import TutorError
+from ._common import pass_state
 
 
 @click.group()
@@ -33,7 +31,7 @@ def teach_config(state):
     """Show the teacher settings in effect (preset < tutor.toml < TUTOR_TEACHER_*), as JSON."""
     import os
 
-    from .teach import teacher_config
+    from ..teach import teacher_config
 
     cfg = teacher_config(state.workspace)
     shown = cfg.model_dump(mode="json")
@@ -56,7 +54,7 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
     key); an invalid one is asked for again with the reason, then goes to
     bank/answer-rejects.jsonl. Good ones go to bank/answers.jsonl.
     """
-    from . import teach as t
+    from .. import teach as t
 
     kit = state.kit()
     cfg = _config(state, concurrency)
@@ -65,7 +63,7 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
                         f"replies from each type's word band at {t.TOKENS_PER_WORD:g} tokens a word")
     key = t.api_key(cfg)
     run = t.AnswerRun()
-    with _TeachProgress(f"answers by {cfg.model}") as progress:
+    with _bar(f"answers by {cfg.model}") as progress:
         t.run_sync(lambda: t.teach_answers(kit, state.workspace, cfg, key, run, type_id=type_id, limit=limit,
                                            retry_rejects=retry_rejects, progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
@@ -76,9 +74,7 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
         else:
             click.echo(f"{kit.name}: every question has a gold answer ({run.answered_before})")
         return
-    from .cli import _table
-
-    _table(["questions", "answered", "rejected", "failed", "requests", "replayed", "tokens", "est. cost", "seconds"],
+    table(["questions", "answered", "rejected", "failed", "requests", "replayed", "tokens", "est. cost", "seconds"],
            [(str(run.total), str(run.answered), str(run.rejected), str(run.failed), *_usage_cells(run.usage), f"{run.seconds:.1f}")])
     click.echo(f"answers: {bank / t.ANSWERS}")
     if run.rejected:
@@ -102,7 +98,7 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
     for a few repair rounds. Compiled diagrams go to bank/diagrams.jsonl; every
     request's rounds to bank/diagram-attempts.jsonl.
     """
-    from . import teach as t
+    from .. import teach as t
 
     kit = state.kit()
     cfg = _config(state, concurrency)
@@ -113,7 +109,7 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
                         f"replies at {t.DIAGRAM_TOKENS} tokens, first tries only (repairs cost more)")
     key = t.api_key(cfg)
     run = t.DiagramRun()
-    with _TeachProgress(f"diagrams by {cfg.model}") as progress:
+    with _bar(f"diagrams by {cfg.model}") as progress:
         t.run_sync(lambda: t.teach_diagrams(kit, state.workspace, cfg, key, run, limit=limit, retry_failed=retry_failed,
                                             progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
@@ -124,13 +120,11 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
         else:
             click.echo(f"{kit.name}: every diagram request has compiled code ({run.compiled_before})")
         return
-    from .cli import _table
-
-    _table(["format", "requests", "first try", "after repair"],
+    table(["format", "requests", "first try", "after repair"],
            [(name, str(n), _rate(first, n), _rate(after, n)) for name, (n, first, after) in sorted(run.per_format.items())]
            + [("all", str(run.tried), _rate(run.first_try, run.tried), _rate(run.compiled, run.tried))])
     click.echo()
-    _table(["requests", "compiled", "not compiled", "failed", "replies compiled", "requests sent", "replayed", "tokens", "est. cost", "seconds"],
+    table(["requests", "compiled", "not compiled", "failed", "replies compiled", "requests sent", "replayed", "tokens", "est. cost", "seconds"],
            [(str(run.total), str(run.compiled), str(run.not_compiled), str(run.failed), str(run.attempts), *_usage_cells(run.usage), f"{run.seconds:.1f}")])
     click.echo(f"diagrams: {bank / t.DIAGRAMS}\nattempts and errors: {bank / t.DIAGRAM_ATTEMPTS}")
     if run.skipped_failures:
@@ -139,7 +133,7 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
 
 
 def _config(state, concurrency):
-    from .teach import teacher_config
+    from ..teach import teacher_config
 
     cfg = teacher_config(state.workspace)
     return cfg.model_copy(update={"concurrency": concurrency}) if concurrency else cfg
@@ -155,7 +149,6 @@ def _rate(n: int, of: int) -> str:
 
 def _finish(run, what: str) -> None:
     """Say what is left, and fail (exit 1) when items are left for a reason a re-run fixes."""
-    from .errors import TutorError
 
     if run.usage.errors:
         click.echo("failed attempts: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(run.usage.errors.items())))
@@ -172,8 +165,6 @@ def _finish(run, what: str) -> None:
 
 
 def _dry_run(cfg, estimates, what: str, basis: str) -> None:
-    from .cli import _table
-
     shown = set()
     for est in estimates:
         if est.example and est.label not in shown:  # one prompt per type (or format): they differ only in the question
@@ -186,36 +177,22 @@ def _dry_run(cfg, estimates, what: str, basis: str) -> None:
     rows = [(e.label, str(e.items), str(e.replayed), str(e.prompt_tokens), str(e.completion_tokens), f"${e.cost(cfg):.2f}") for e in estimates]
     total = [sum(getattr(e, name) for e in estimates) for name in ("items", "replayed", "prompt_tokens", "completion_tokens")]
     rows.append(("all", *map(str, total), f"${sum(e.cost(cfg) for e in estimates):.2f}"))
-    _table(["", what, "in the log (free)", "prompt tokens", "reply tokens (est.)", "est. cost"], rows)
+    table(["", what, "in the log (free)", "prompt tokens", "reply tokens (est.)", "est. cost"], rows)
     click.echo(f"\nteacher: {cfg.model} at {cfg.base_url}; prices ${cfg.price_input:g} / ${cfg.price_output:g} per million prompt / reply tokens"
                f"; prompts at 4 characters a token, {basis}{f', plus {cfg.reasoning_tokens} reasoning tokens each' if cfg.reasoning_tokens else ''}."
                "\nNothing was sent.")
 
 
-class _TeachProgress:
-    """The CLI's progress bar (tutor.cli._progress), with tokens and estimated cost beside done/total and the ETA.
+def _bar(label: str):
+    """The progress bar, with tokens and estimated cost beside done/total; moved by the stage's Progress reports."""
+    bar = progress(None, label, extra="{task.fields[tokens]:,} tokens  ${task.fields[cost]:.2f}", tokens=0, cost=0.0)
 
-    On stderr when it is a terminal; silent in pipes and CI logs.
-    """
+    class Reporting:
+        def __enter__(self):
+            advance = bar.__enter__()
+            return lambda p: advance(completed=p.done, total=p.total or None, tokens=p.usage.tokens, cost=p.usage.cost)
 
-    def __init__(self, label: str):
-        self.label = label
+        def __exit__(self, *exc):
+            return bar.__exit__(*exc)
 
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[tokens]:,} tokens  ${task.fields[cost]:.2f}"), TimeRemainingColumn(),
-                            console=console, disable=not console.is_terminal)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=None, tokens=0, cost=0.0)
-
-        def update(progress) -> None:
-            self.bar.update(task, completed=progress.done, total=progress.total or None, tokens=progress.usage.tokens, cost=progress.usage.cost)
-
-        return update
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+    return Reporting()

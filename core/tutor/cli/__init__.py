@@ -1,0 +1,105 @@
+"""The `tutor` command line: `tutor --subject S <stage> ...`.
+
+The root group lives here; each stage's commands live in a module of their
+own (info, bank, prompts, collect, diagram, teach, models, dataset, train,
+ask, plugin), which imports only the shared helpers (_common, ..console)
+and, inside its commands, its own stage. Start-up stays light: plugins load
+only when a command (or --help) needs them, and heavy libraries (torch,
+openai, rich...) are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import TutorError, ValidationFailed
+from ..workspace import default_root
+from . import ask, bank, collect, dataset, diagram, info, models, plugin, prompts, teach, train
+from ._common import State
+
+
+class TutorGroup(click.Group):
+    """Adds plugin commands on first look-up and turns TutorErrors into one line."""
+
+    _plugin_commands_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if TutorGroup._plugin_commands_added:
+            return
+        TutorGroup._plugin_commands_added = True
+        from ..plugins import PluginWarning, plugin_manager
+
+        # One plugin at a time, so a clash or a crash can be pinned on its plugin.
+        for impl in plugin_manager().hook.register_commands.get_hookimpls():
+            before = dict(self.commands)
+            try:
+                impl.function(cli=self)
+            except Exception as err:  # noqa: BLE001 - any failure in someone else's code
+                self.commands = before
+                warnings.warn(f"plugin {impl.plugin_name!r} failed in register_commands and was skipped there: {type(err).__name__}: {err}", PluginWarning, stacklevel=2)
+                continue
+            for name, command in before.items():
+                if self.commands[name] is not command:
+                    self.commands[name] = command
+                    warnings.warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; kept the original", PluginWarning, stacklevel=2)
+
+    def list_commands(self, ctx):
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def main(self, *args, **kwargs):
+        # Plugin warnings can fire while --help lists commands, before invoke().
+        warnings.showwarning = _one_line_warning
+        # Deprecation notices between the ML libraries (peft calling a renamed transformers property,
+        # say) are for their developers; a teacher running `tutor train` can do nothing about them.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl|accelerate|datasets)(\.|$)")
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ValidationFailed as err:
+            for problem in err.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"error: {len(err.problems)} problem{'s' if len(err.problems) != 1 else ''}", err=True)
+            ctx.exit(err.exit_code)
+        except TutorError as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+
+@click.group(cls=TutorGroup)
+@click.version_option(__version__, prog_name="tutor")
+@click.option("--subject", "-s", envvar="TUTOR_SUBJECT", metavar="NAME", help="The subject to work on, e.g. physics (see `tutor subjects`).")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=default_root, show_default="$TUTOR_WORKSPACE or ./tutor-workspace", help="Where every stage keeps its files.")
+@click.pass_context
+def cli(ctx, subject, workspace):
+    """Turn exam question banks into subject tutor models.
+
+    \b
+    Pipeline: collect -> teach -> diagrams -> dataset -> train -> eval -> ask
+    Start with `tutor subjects`, then `tutor --subject physics types`.
+    """
+    ctx.obj = State(subject, workspace)
+
+
+for command in (info.subjects, info.plugins, info.types, info.config, bank.bank, prompts.prompts, collect.collect,
+                diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, ask.ask, plugin.plugin):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="tutor")

@@ -1,0 +1,7 @@
+"""`python -m tutor.cli`: what torchrun and accelerate launch run."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

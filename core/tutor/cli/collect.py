@@ -1,0 +1,100 @@
+"""`tutor collect import | scrape`: bring questions into the subject's bank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..console import progress, table
+from ..errors import TutorError, UnknownName
+from ._common import pass_state
+
+
+@click.group()
+def collect():
+    """Bring questions into the subject's bank: import exports, scrape sites."""
+
+
+@collect.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", "source_name", help="Question source to read FILE with (default: by extension, csv or jsonl).")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file mapping their columns to our fields.")
+@click.option("--column", "columns", multiple=True, metavar="FIELD=COLUMN", help="Map one field, e.g. --column stem=Question (repeatable).")
+@click.option("--default", "defaults", multiple=True, metavar="FIELD=VALUE", help="Value for a field the file lacks, e.g. --default type=alevel-mcq.")
+@click.option("--encoding", default="utf-8-sig", show_default=True, help="Text encoding of FILE, e.g. gbk.")
+@click.option("--delimiter", help="CSV delimiter (default: sniffed from , ; tab |).")
+@click.option("--near", "near_threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Similarity (Jaccard of word pairs) from which questions are reported as near duplicates.")
+@pass_state
+def collect_import(state, file, source_name, mapping, columns, defaults, encoding, delimiter, near_threshold):
+    """Import questions from a CSV or JSON Lines export into the workspace bank.
+
+    Exact duplicates are skipped, near duplicates are reported (near-duplicates.jsonl),
+    invalid rows go to rejects.jsonl with the reason and the line. Re-running is safe.
+    """
+    from ..collect import Mapping, import_questions
+    from ..registry import registry
+
+    kit = state.kit()
+    sources = registry().sources
+    name = source_name or ("jsonl" if file.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
+    if name not in sources:
+        raise UnknownName("question source", name, list(sources))
+    options = {"encoding": encoding} | ({"delimiter": delimiter} if delimiter else {})
+    records = sources[name].fetch(str(file), **options)
+    bank_dir = state.workspace.bank_dir(kit.name)
+    with progress(None, f"importing {file.name}") as advance:
+        report = import_questions(kit, records, bank_dir, Mapping.build(mapping, columns, defaults), near_threshold, advance)
+    if report.read == 0:
+        raise TutorError(f"{file}: no records found")
+    table(["read", "imported", "duplicate", "near-duplicate", "rejected"],
+           [tuple(str(n) for n in (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected))])
+    click.echo(f"bank: {report.bank}")
+    if report.near_duplicate:
+        click.echo(f"near duplicates: {bank_dir / 'near-duplicates.jsonl'} (e.g. {report.near_pairs[0].new_id} ~ {report.near_pairs[0].old_id}, similarity {report.near_pairs[0].similarity})")
+    if report.rejected:
+        again = f" ({report.already_rejected} of the {report.rejected} already recorded there by an earlier run)"
+        again = again if report.already_rejected else ""
+        click.echo(f"rejected rows, with reasons: {bank_dir / 'rejects.jsonl'}{again}")
+
+
+@collect.command("scrape")
+@click.argument("site", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--delay", type=click.FloatRange(0), help="Seconds between requests to one host (default: the site file's, else 1).")
+@pass_state
+def collect_scrape(state, site, delay):
+    """Scrape a question-bank site described by a TOML file into the workspace bank.
+
+    Pages are cached as they are fetched: after a crash or Ctrl-C, run the same
+    command again and only the rest is fetched. Credentials come from the
+    environment variables the site file names.
+    """
+    from ..collect import Importer, Mapping
+    from ..registry import registry
+    from ..scrape import Session, SiteConfig
+
+    kit = state.kit()
+    config = SiteConfig.load(site)
+    sources = registry().sources
+    if config.adapter not in sources:
+        raise UnknownName("question source", config.adapter, list(sources))
+    if delay is not None:
+        config = config.model_copy(update={"delay": delay})
+    bank_dir = state.workspace.bank_dir(kit.name)
+    session = Session(config, state.workspace.subject_dir(kit.name) / "scrape" / config.name)
+    mapping = Mapping.build(defaults=[f"{k}={v}" for k, v in config.defaults.items()])
+    try:
+        with Importer(kit, bank_dir, mapping) as importer, progress(None, f"scraping {config.name}") as advance:
+            for where, record in sources[config.adapter].fetch(config.start, session=session, images_dir=bank_dir / "images"):
+                importer.add(where, record)
+                advance()
+    except KeyboardInterrupt:
+        raise TutorError(f"interrupted after {session.requests} requests; everything collected is saved: run the same command to resume") from None
+    finally:
+        session.close()
+    report = importer.report
+    table(["read", "imported", "duplicate", "near-duplicate", "rejected", "requests", "cached pages"],
+           [tuple(str(n) for n in (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected, session.requests, session.from_cache))])
+    click.echo(f"bank: {report.bank}")
+    if report.rejected:
+        click.echo(f"rejected questions, with reasons: {bank_dir / 'rejects.jsonl'}")

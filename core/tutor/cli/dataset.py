@@ -1,0 +1,74 @@
+"""`tutor dataset build`: training datasets (chat messages) from the bank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..console import say, table
+from ._common import pass_state
+
+
+@click.group()
+def dataset():
+    """Build the training datasets (HF datasets of chat messages) from the bank."""
+
+
+@dataset.command("build")
+@click.option("--role", type=click.Choice(["answer", "diagram", "all"]), default="all", show_default=True,
+              help="answer: question -> gold answer; diagram: description -> diagram code.")
+@click.option("--bank", "bank_path", type=click.Path(exists=True, path_type=Path),
+              help="Bank folder or questions file (default: the workspace bank if it has gold answers, else the bundled sample bank).")
+@click.option("--model", "model_name", metavar="NAME", help="Base model whose tokenizer counts the tokens (default: [model] base in tutor.toml).")
+@click.option("--seed", type=int, help="Seed of the split (default: [train] seed, 0).")
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), help="Share held out for validation (default: [train] validation, 0.1).")
+@click.option("--test", type=click.FloatRange(0, 1, max_open=True), help="Share held out for test (default: [train] test, 0.1).")
+@click.option("--identity-ratio", type=click.FloatRange(0, 1, max_open=True),
+              help="Share of identity examples in the answer role's train split (default: [train] identity_ratio, 0.05).")
+@pass_state
+def dataset_build(state, role, bank_path, model_name, seed, validation, test, identity_ratio):
+    """Turn the bank's gold answers and diagrams into train/validation/test datasets.
+
+    Saved under <workspace>/<subject>/datasets/<role>/ with a card (README.md):
+    counts per type, token statistics, the leakage check and a fingerprint.
+    """
+    from pydantic import ValidationError
+
+    from ..basemodels import load_tokenizer, resolve
+    from ..errors import TutorError
+    from ..workspace import TrainConfig
+    from .. import dataset as ds
+
+    kit = state.kit()
+    config = state.workspace.config()
+    overrides = {k: v for k, v in {"seed": seed, "validation": validation, "test": test, "identity_ratio": identity_ratio}.items() if v is not None}
+    try:
+        settings = TrainConfig.model_validate(config.train.model_dump() | overrides)
+    except ValidationError as err:
+        raise TutorError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    bank, label, where = ds.choose_bank(kit, state.workspace, bank_path)
+    click.echo(f"bank: {label.replace('`', '')}: {len(bank.questions)} questions, {len(bank.answers)} gold answers, {len(bank.diagrams)} diagrams")
+    roles = list(ds.ROLES) if role == "all" else [role]
+    for wanted, has, what in (("answer", bank.answers, "gold answers (tutor teach writes them)"), ("diagram", bank.diagrams, "diagrams")):
+        if wanted in roles and not has:
+            if role != "all":
+                raise TutorError(f"the bank has no {what}: nothing to build the {wanted} dataset from")
+            click.echo(f"{wanted}: skipped, the bank has no {what}")
+            roles.remove(wanted)
+    if not roles:
+        raise TutorError("nothing to build")
+    base = model_name or config.model.base
+    tokenizer = load_tokenizer(base, say=say)
+    for name in roles:
+        built = ds.build(kit, bank, name, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
+                         user_dirs=state.workspace.template_dirs(kit.name), bank_label=label, bank_path=where, out=ds.dataset_dir(state.workspace, kit.name, name))
+        click.echo(f"\n{name}: {built.path}  (fingerprint {built.fingerprint})")
+        table(["split", "examples", "identity", "mean tokens", "max tokens"], ds.summary_rows(built))
+        click.echo(ds.leakage_line(built))
+        click.echo(f"card: {built.path / ds.CARD}")
+
+
+# --- train -------------------------------------------------------------------------------
+
+ROLES = ("answer", "diagram")
