@@ -52,7 +52,8 @@ def longest(workspace: Path, subject: str, role: str) -> int:
 def tutor_side(workspace: Path, subject: str, role: str, epochs: float, max_length: int) -> dict:
     from tutor import train as tr
     from tutor.registry import get_subject
-    from tutor.workspace import TrainConfig, Workspace
+    from tutor.config import TrainConfig
+    from tutor.workspace import Workspace
 
     settings = TrainConfig(epochs=epochs, batch_size=BATCH, learning_rate=LR, max_length=max_length, lora_r=LORA["r"],
                            lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"], save_steps=10_000)

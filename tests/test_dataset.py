@@ -21,7 +21,8 @@ from tutor.errors import TutorError  # noqa: E402
 from tutor.jsonl import read_jsonl, write_jsonl  # noqa: E402
 from tutor.models import GoldAnswer, Question  # noqa: E402
 from tutor.registry import get_subject  # noqa: E402
-from tutor.workspace import TrainConfig, Workspace  # noqa: E402
+from tutor.config import TrainConfig  # noqa: E402
+from tutor.workspace import Workspace  # noqa: E402
 
 DEFAULT = TrainConfig()
 

@@ -23,7 +23,7 @@ from tutor.cli import cli
 from tutor.models import DiagramRequest
 from tutor.registry import get_subject
 from tutor.teach import split_reasoning
-from tutor.workspace import TeacherConfig
+from tutor.config import TeacherConfig
 
 SAMPLE = Path(get_subject("physics").subject.bank) / "questions.jsonl"
 

@@ -21,7 +21,8 @@ from tutor.cli import cli  # noqa: E402
 from tutor.errors import TutorError  # noqa: E402
 from tutor.models import Reward  # noqa: E402
 from tutor.registry import get_subject, registry  # noqa: E402
-from tutor.workspace import TrainConfig, Workspace  # noqa: E402
+from tutor.config import TrainConfig  # noqa: E402
+from tutor.workspace import Workspace  # noqa: E402
 
 # A ChatML template (the layout SmolLM2 uses), written for these tests.
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

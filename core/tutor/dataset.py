@@ -52,7 +52,8 @@ from .errors import TutorError, UnknownName
 from .models import Question, content_id
 from .registry import SubjectKit
 from .runs import ROLES
-from .workspace import TrainConfig, Workspace
+from .config import TrainConfig
+from .workspace import Workspace
 
 SPLITS = ("train", "validation", "test")
 NGRAM = 13  # as in the GPT-3 contamination study: long enough that a shared run of words is copying

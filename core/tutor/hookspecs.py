@@ -8,11 +8,14 @@ added each. The core's own formats and evaluators arrive the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import click
 import pluggy
 
-from .models import DiagramFormat, Evaluator, QuestionSource, QuestionType, Reward, Subject
+if TYPE_CHECKING:  # for the signatures only: importing the models costs start-up time
+    import click
+
+    from .models import DiagramFormat, Evaluator, QuestionSource, QuestionType, Reward, Subject
 
 hookspec = pluggy.HookspecMarker("tutor")
 hookimpl = pluggy.HookimplMarker("tutor")

@@ -28,7 +28,7 @@ SLUG = r"^[a-z][a-z0-9-]*$"
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _no_control_characters(text: str) -> str:
@@ -346,7 +346,7 @@ class DiagramFormat(Model):
     Subclass to change how code is pulled out of a model's reply or checked.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(pattern=SLUG)
     title: str

@@ -61,7 +61,8 @@ from .jsonl import append_jsonl, iter_jsonl, repair_tail
 from .markers import MarkerError, find_diagrams
 from .models import Diagram, DiagramRequest, GoldAnswer, Model, Question, QuestionType
 from .registry import SubjectKit, registry
-from .workspace import TeacherConfig, Workspace
+from .config import TeacherConfig
+from .workspace import Workspace
 
 # Part of every request key: bump it when the requests we build change in a way
 # the messages do not show (a new request parameter, say), so nothing stale is replayed.

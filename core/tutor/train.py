@@ -38,7 +38,8 @@ from pydantic import ValidationError
 from .console import say as _say  # the default for `say`: a status line on stderr
 from .errors import TutorError
 from .registry import SubjectKit
-from .workspace import TrainConfig, Workspace
+from .config import TrainConfig
+from .workspace import Workspace
 
 RUN_META = "tutor-run.json"
 ADAPTER_META = "tutor-adapter.json"

@@ -37,7 +37,7 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
 
     from ..basemodels import load_tokenizer, resolve
     from ..errors import TutorError
-    from ..workspace import TrainConfig
+    from ..config import TrainConfig
     from .. import dataset as ds
 
     kit = state.kit()
