@@ -54,6 +54,8 @@ tutor="$VENV/bin/tutor"
 
 case "$task" in
   test)
+    say "checking the code with ruff (pyproject.toml's rules and line length)"
+    "$VENV/bin/ruff" check .
     say "running the test suite"
     exec "$VENV/bin/pytest"
     ;;

@@ -38,7 +38,8 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
                 row[0] = " ".join(words)
             else:
                 topic = " ".join(rng.choice(WORDS) for _ in range(12))
-                row = [f"Question {i}: a {topic} problem with {rng.randint(1, 999)} units; which value of the {rng.choice(WORDS)} is correct?",
+                row = [f"Question {i}: a {topic} problem with {rng.randint(1, 999)} units; "
+                       f"which value of the {rng.choice(WORDS)} is correct?",
                        *(f"{rng.uniform(1, 100):.2f}" for _ in range(4)), rng.choice("ABCD")]
             made.append(row)
             writer.writerow(row)
@@ -76,7 +77,8 @@ def main():
             print(f"  {results[size][0]:.1f} s, peak memory {results[size][1]:.0f} MB, {size / results[size][0]:.0f} rows/s")
     small, large = sizes[0], sizes[-1]
     growth = results[large][0] / results[small][0]
-    print(f"time grows {growth:.1f}x for {large / small:.0f}x the rows (linear: {large / small:.0f}x, quadratic: {(large / small) ** 2:.0f}x)")
+    ratio = large / small
+    print(f"time grows {growth:.1f}x for {ratio:.0f}x the rows (linear: {ratio:.0f}x, quadratic: {ratio ** 2:.0f}x)")
 
 
 if __name__ == "__main__":

@@ -95,8 +95,10 @@ def report(n: int, base: float, correct: float, ours: float, ok: int | None, lab
     compiled = f", {ok}/{n} compiled" if ok is not None else ""
     other = [f", other processes {e:.2f} cores" if e is not None else "" for e in elsewhere]
     print(f"{label}baseline  (plain pdflatex, sequential, no png/svg): {n / base:6.2f} diagrams/s  ({base:.1f} s{other[0]})")
-    print(f"{label}baseline, rerun where a picture records a position (chemfig curly arrows are misplaced after one run): {n / correct:6.2f} diagrams/s  ({correct:.1f} s{other[1]})")
-    print(f"{label}renderer  (sandbox, fmt, pool, +png; svg only on request, so none here): {n / ours:6.2f} diagrams/s  ({ours:.1f} s{compiled}{other[2]})")
+    print(f"{label}baseline, rerun where a picture records a position (chemfig curly arrows are misplaced after one run): "
+          f"{n / correct:6.2f} diagrams/s  ({correct:.1f} s{other[1]})")
+    print(f"{label}renderer  (sandbox, fmt, pool, +png; svg only on request, so none here): "
+          f"{n / ours:6.2f} diagrams/s  ({ours:.1f} s{compiled}{other[2]})")
     print(f"{label}ratio: {base / ours:.2f}x against the plain baseline, {correct / ours:.2f}x against the rerun baseline", flush=True)
 
 

@@ -48,6 +48,7 @@ def make_workspace(root: Path, count: int) -> Path:
 def child(workspace: Path, concurrency: int, checkpoints: list[int]) -> None:
     """One run in this process: print what it did as JSON."""
     from tutor import teach as t
+    from tutor.llm_client import api_key
     from tutor.registry import get_subject
     from tutor.workspace import Workspace
 
@@ -61,9 +62,10 @@ def child(workspace: Path, concurrency: int, checkpoints: list[int]) -> None:
 
     run = t.AnswerRun()
     start = time.perf_counter()
-    t.run_sync(lambda: t.teach_answers(get_subject("physics"), ws, cfg, t.api_key(cfg), run, progress=progress), run)
+    t.run_sync(lambda: t.teach_answers(get_subject("physics"), ws, cfg, api_key(cfg), run, progress=progress), run)
     seconds = time.perf_counter() - start
-    print(json.dumps({"answered": run.answered, "rejected": run.rejected, "failed": run.failed, "requests": run.usage.requests, "errors": dict(run.usage.errors),
+    print(json.dumps({"answered": run.answered, "rejected": run.rejected, "failed": run.failed, "requests": run.usage.requests,
+                      "errors": dict(run.usage.errors),
                       "seconds": seconds, "rss_mb": rss, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -77,7 +79,8 @@ def resident_mb() -> float:
 def run(workspace: Path, base_url: str, concurrency: int, checkpoints: list[int]) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUTOR_")} | {
         "TUTOR_TEACHER_PRESET": "local", "TUTOR_TEACHER_MODEL": "bench-teacher", "TUTOR_TEACHER_BASE_URL": base_url}
-    command = [sys.executable, __file__, "--child", str(workspace), "--concurrency", str(concurrency), "--checkpoints", *map(str, checkpoints)]
+    command = [sys.executable, __file__, "--child", str(workspace), "--concurrency", str(concurrency),
+               "--checkpoints", *map(str, checkpoints)]
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"run failed:\n{out.stderr}")

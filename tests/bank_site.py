@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 USER, PASSWORD = "teacher", "s3cret-Pa55"
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e221bc330000000049454e44ae426082")
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e221bc330000000049454e44ae426082")
 
 
 def mcq(stem: str, options: list[str], key: str, topic: str, extra: str = "") -> str:
@@ -45,7 +46,8 @@ PAGES = {
     "/js/list.html": '<div id="list"></div><script>setTimeout(function () {'
                      'var data = [["Which option is rendered second?", ["one", "two", "three", "four"], "B"],'
                      '["Which option is rendered first?", ["first", "second", "third", "fourth"], "A"]];'
-                     'var html = ""; data.forEach(function (q) { html += \'<div class="q"><p class="stem">\' + q[0] + \'</p><ol class="opts">\''
+                     'var html = ""; data.forEach(function (q) { '
+                     'html += \'<div class="q"><p class="stem">\' + q[0] + \'</p><ol class="opts">\''
                      ' + q[1].map(function (o) { return "<li>" + o + "</li>"; }).join("") + \'</ol><span class="key" data-key="\' + q[2]'
                      ' + \'"></span><span class="topic">foundations</span></div>\'; });'
                      'document.getElementById("list").innerHTML = html; }, 300);</script>',
@@ -54,8 +56,10 @@ PAGES = {
 STRUCTURED = {
     "/members/1.html": (
         '<div class="q" id="logged-in"><p class="stem">This sample question shows parts.</p>'
-        '<div class="part"><span class="label">(a)</span><span class="text">State what a marking point is.</span><span class="marks">[1]</span></div>'
-        '<div class="part"><span class="label">(b)</span><span class="text">Explain why a scheme lists more points than marks.</span><span class="marks">[2]</span></div>'
+        '<div class="part"><span class="label">(a)</span><span class="text">State what a marking point is.</span>'
+        '<span class="marks">[1]</span></div>'
+        '<div class="part"><span class="label">(b)</span><span class="text">Explain why a scheme lists more points than marks.</span>'
+        '<span class="marks">[2]</span></div>'
         '<ul class="scheme"><li data-part="a">a creditable statement</li><li data-part="b">valid answers vary [1]</li>'
         '<li data-part="b">examiners credit any valid point up to the maximum [1]</li></ul></div>'
         '<div class="q"><p class="stem">A question whose mark scheme is broken.</p>'
@@ -79,6 +83,7 @@ class BankSite:
         self.robots = "ok"  # or "503", "hang"
         self.flaky = {"/mcq/2.html": 1}  # path -> how many 500s (with Retry-After) before OK
         self.rate_limited = {}  # path -> how many 429s before OK
+        self.retry_after = "1"  # the 429s' Retry-After: seconds, or an HTTP date
         self._stop = threading.Event()
         site = self
 
@@ -115,7 +120,7 @@ class BankSite:
                     return self._send(500, "oops", headers={"Retry-After": "0"})
                 if site.rate_limited.get(path):
                     site.rate_limited[path] -= 1
-                    return self._send(429, "slow down", headers={"Retry-After": "1"})
+                    return self._send(429, "slow down", headers={"Retry-After": site.retry_after})
                 if path.startswith("/img/"):
                     return self._send(200, PNG, "image/png")
                 if path in STRUCTURED:

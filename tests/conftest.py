@@ -1,14 +1,16 @@
-"""Shared fixtures: a throwaway subject plugin, registered in-process.
+"""Shared fixtures: throwaway subject plugins, registered in-process.
 
 Core tests use `toy` (made by `tutor plugin new`) instead of the real subjects,
 so they test the core's behaviour, not the content of any one plugin.
+`subject_package` writes any other subject package (files beside an empty
+module, found by convention) and registers it the same way.
 """
 
 import importlib
 import sys
+import textwrap
 
 import pytest
-
 from tutor.plugins import plugin_manager
 from tutor.registry import get_subject, registry
 from tutor.scaffold import scaffold
@@ -40,3 +42,28 @@ def toy_bank(toy, tmp_path):
     target = tmp_path / "bank"
     shutil.copytree(toy.subject.bank, target)
     return target
+
+
+@pytest.fixture
+def subject_package(tmp_path):
+    """register(name, {relative path: text}) writes package tutor_<name> with those files and registers it."""
+    registered = []
+
+    def register(name: str, files: dict[str, str]):
+        package = tmp_path / "site" / f"tutor_{name}"
+        for relative, text in {"__init__.py": "", **files}.items():
+            (package / relative).parent.mkdir(parents=True, exist_ok=True)
+            (package / relative).write_text(textwrap.dedent(text), encoding="utf-8")
+        sys.path.insert(0, str(package.parent))
+        module = importlib.import_module(f"tutor_{name}")
+        plugin_manager().register(module, name=name)
+        registered.append((module, str(package.parent)))
+        registry.cache_clear()
+        return package
+
+    yield register
+    for module, path in registered:
+        plugin_manager().unregister(module)
+        sys.modules.pop(module.__name__, None)
+        sys.path.remove(path)
+    registry.cache_clear()

@@ -263,7 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": f"{action.retry_after:g}"} if action.retry_after is not None else {}
             return self._json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}, headers)
         if action.kind == "error":
-            message = "Incorrect API key provided: " + (self.headers.get("Authorization") or "").removeprefix("Bearer ") if action.status == 401 else "The server had an error"
+            key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {key}" if action.status == 401 else "The server had an error"
             return self._json(action.status, {"error": {"message": message, "type": "server_error"}})
         if action.kind == "malformed":
             if stream:

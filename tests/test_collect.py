@@ -4,7 +4,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from tutor.cli import cli
 from tutor.neardup import NearDuplicateIndex
 
@@ -24,7 +23,10 @@ def run(ws, *args, **kwargs):
 
 def bank(ws):
     path = ws / "toy" / "bank"
-    read = lambda name: [json.loads(line) for line in (path / name).read_text(encoding="utf-8").splitlines()] if (path / name).exists() else []  # noqa: E731
+
+    def read(name):
+        return [json.loads(line) for line in (path / name).read_text(encoding="utf-8").splitlines()] if (path / name).exists() else []
+
     return read("questions.jsonl"), read("rejects.jsonl"), read("near-duplicates.jsonl")
 
 
@@ -38,7 +40,8 @@ def test_csv_variants_import_the_same_questions(toy, tmp_path, variant):
     text = HEADER + "".join(ROWS)
     if variant == "semicolon":
         text = text.replace(",", ";")
-    data = {"gbk": text.replace("second one", "第二个 one").encode("gbk"), "bom": "\ufeff".encode() + text.encode()}.get(variant, text.encode())
+    data = {"gbk": text.replace("second one", "第二个 one").encode("gbk"),
+            "bom": "\ufeff".encode() + text.encode()}.get(variant, text.encode())
     (tmp_path / "bank.csv").write_bytes(data)
     extra = ["--encoding", "gbk"] if variant == "gbk" else []
     result = run(tmp_path / "ws", str(tmp_path / "bank.csv"), *MAP, *extra)
@@ -87,8 +90,10 @@ def test_reimport_after_a_crash_loses_and_doubles_nothing(toy, tmp_path):
 
 
 def test_jsonl_with_a_toml_mapping_and_near_duplicates(toy, tmp_path):
-    (tmp_path / "map.toml").write_text('[columns]\nstem = "q"\noptions = "choices"\nkey = "answer"\n[defaults]\ntype = "mcq"\ntopic = "foundations"\n')
-    stem = "A trolley accelerates uniformly from rest along a straight level track for four seconds. Which option is the second one listed here?"
+    (tmp_path / "map.toml").write_text('[columns]\nstem = "q"\noptions = "choices"\nkey = "answer"\n'
+                                       '[defaults]\ntype = "mcq"\ntopic = "foundations"\n')
+    stem = ("A trolley accelerates uniformly from rest along a straight level track for four seconds. "
+            "Which option is the second one listed here?")
     records = [
         {"q": stem, "choices": ["one", "two", "three", "four"], "answer": "b"},
         {"q": stem.replace("four seconds", "five seconds"), "choices": ["one", "two", "three", "four"], "answer": "(B)"},
@@ -107,10 +112,12 @@ def test_jsonl_with_a_toml_mapping_and_near_duplicates(toy, tmp_path):
 def test_mark_scheme_text_becomes_points(toy, tmp_path):
     (tmp_path / "bank.csv").write_text(
         "stem,parts,marks,scheme\n"
-        '"This sample question shows parts.","[{""label"": ""a"", ""text"": ""State it."", ""marks"": 1}, {""label"": ""b"", ""text"": ""Explain it."", ""marks"": 2}]",'
+        '"This sample question shows parts.",'
+        '"[{""label"": ""a"", ""text"": ""State it."", ""marks"": 1}, {""label"": ""b"", ""text"": ""Explain it."", ""marks"": 2}]",'
         '3 marks,"(a) a statement; (b) a reason [2]"\n'
     )
-    result = run(tmp_path / "ws", str(tmp_path / "bank.csv"), "--column", "mark_scheme=scheme", "--default", "type=short", "--default", "topic=applications")
+    result = run(tmp_path / "ws", str(tmp_path / "bank.csv"), "--column", "mark_scheme=scheme",
+                 "--default", "type=short", "--default", "topic=applications")
     assert result.exit_code == 0, result.output
     (question,), _, _ = bank(tmp_path / "ws")
     assert question["marks"] == 3
@@ -332,3 +339,76 @@ def test_a_failed_import_leaves_no_empty_bank_and_teach_says_to_import_first(toy
     assert result.exit_code == 1
     assert last_line(result) == (f"error: no questions to answer: {questions} has no questions yet; "
                                  "bring questions in first with `tutor --subject toy collect import FILE`")
+
+
+# --- near duplicates: the MinHash index, pinned ------------------------------------------------------
+
+
+def sample_questions() -> list[str]:
+    """Every sample bank question as plain text, the way the importer indexes it."""
+    import importlib.util
+    from pathlib import Path
+
+    from tutor.answers import question_text
+    from tutor.jsonl import read_jsonl
+    from tutor.models import Question
+
+    texts = []
+    for subject in ("physics", "chemistry", "economics"):
+        package = Path(importlib.util.find_spec(f"tutor_{subject}").submodule_search_locations[0])
+        texts += [question_text(q) for q in read_jsonl(package / "bank" / "questions.jsonl", Question)]
+    return texts
+
+
+def light_edits(text: str, kind: int) -> str:
+    """A copy a person would call the same question: one word changed, a number changed, punctuation and case, a word added."""
+    import re
+
+    words = text.split(" ")
+    middle = len(words) // 2
+    if kind == 1 and (number := re.search(r"\d+(?:\.\d+)?", text)):
+        return text[:number.start()] + str(int(float(number.group()) * 3 + 7)) + text[number.end():]
+    if kind == 2:
+        return text.replace(",", "").replace("?", ".").replace(":", " -").upper()
+    if kind == 3:
+        return " ".join([*words[:middle], "really", *words[middle:]])
+    return " ".join([*words[:middle], "different", *words[middle + 1:]])
+
+
+def test_the_near_duplicate_index_finds_light_edits_and_no_false_pairs():
+    from tutor.neardup import jaccard, shingles
+
+    originals = []  # 50 clearly different questions: no two share more than 30% of their word pairs
+    for text in sample_questions():
+        if len(text.split()) >= 25 and all(jaccard(shingles(text), shingles(o)) < 0.3 for o in originals):
+            originals.append(text)
+    originals = originals[:50]
+    assert len(originals) == 50
+    index = NearDuplicateIndex(0.8)
+    assert [index.add(f"q{i}", text) for i, text in enumerate(originals)] == [[]] * 50  # no false pairs
+    missed = []
+    for i, text in enumerate(originals):
+        copy = light_edits(text, i % 4)
+        found = index.add(f"copy{i}", copy)
+        if [d.old_id for d in found] != [f"q{i}"]:
+            missed.append((i % 4, round(jaccard(shingles(text), shingles(copy)), 2), [d.old_id for d in found]))
+        else:
+            assert found[0].similarity == round(jaccard(shingles(copy), shingles(text)), 3)  # the exact figure, not the estimate
+    assert missed == []  # recall 50 of 50 (the linear hash before splitmix64 missed pairs at Jaccard 0.97)
+
+
+def test_a_question_becomes_plain_text_one_way_everywhere():
+    """Near duplicates (collect), leakage probes (dataset) and novelty (rewards) read the same text."""
+    from tutor import answers, collect, dataset
+    from tutor.default_plugins import rewards
+    from tutor.models import Question
+
+    question = Question.model_validate({
+        "subject": "toy", "type": "short", "topic": "foundations", "stem": "  A trolley rolls.\n", "marks": 3,
+        "parts": [{"label": "a", "text": "State its speed.", "marks": 1}, {"label": "b(ii)", "text": "Explain why.", "marks": 2}],
+        "mark_scheme": {"points": [{"part": "a", "text": "x"}, {"part": "b(ii)", "text": "y", "marks": 2}]}, "source": {"name": "test"},
+    })
+    assert answers.question_text(question) == "A trolley rolls.\n(a) State its speed.\n(b)(ii) Explain why."
+    mcq = question.model_copy(update={"parts": [], "options": {"B": "two", "A": "one"}})
+    assert answers.question_text(mcq) == "A trolley rolls.\nA one\nB two"
+    assert collect.question_text is dataset.question_text is rewards.question_text is answers.question_text

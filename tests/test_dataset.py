@@ -17,11 +17,11 @@ pytest.importorskip("datasets")
 from tutor import dataset as ds  # noqa: E402
 from tutor.bank import Bank, load_bank  # noqa: E402
 from tutor.cli import cli  # noqa: E402
+from tutor.config import TrainConfig  # noqa: E402
 from tutor.errors import TutorError  # noqa: E402
 from tutor.jsonl import read_jsonl, write_jsonl  # noqa: E402
 from tutor.models import GoldAnswer, Question  # noqa: E402
 from tutor.registry import get_subject  # noqa: E402
-from tutor.config import TrainConfig  # noqa: E402
 from tutor.workspace import Workspace  # noqa: E402
 
 DEFAULT = TrainConfig()
@@ -131,7 +131,8 @@ def test_no_test_question_appears_in_train(physics, bank):
         train_ids = {e.question_id for e in built.splits["train"]}
         held = {e.question_id for name in ("validation", "test") for e in built.splits[name]}
         assert held and not held & train_ids
-        assert all(report["checked"] and not (report["exact"] or report["overlap"] or report["near"]) for report in built.meta["leakage"].values())
+        assert all(report["checked"] and not (report["exact"] or report["overlap"] or report["near"])
+                   for report in built.meta["leakage"].values())
         # Without the rubric allowance, only questions that carry the exam's fixed wording overlap.
         rubric = ds.plan_split(ds.bank_units(bank), settings).rubric
         for name in ("validation", "test"):
@@ -214,6 +215,44 @@ def test_identity_name_is_configurable(physics):
     examples = ds.identity_examples(physics, len(ds.IDENTITY), settings, "system")
     who = next(e for e in examples if e.messages[1]["content"] == "Who are you?")
     assert who.messages[2]["content"].startswith("I am Newton, a tutor for Cambridge International AS & A Level Physics")
+
+
+# --- examples longer than max_length --------------------------------------------------------
+
+
+class WordTokenizer:
+    """One token per word, through a plain chat template: enough to count lengths, and instant."""
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + ("\nassistant:" if add_generation_prompt else "")
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [text.split() for text in texts]}
+
+
+def test_examples_longer_than_max_length_are_warned_about_with_their_ids(physics, bank, tmp_path, monkeypatch):
+    lengths = sorted(n for n, _ in ds.token_lengths(WordTokenizer(), build(physics, bank).splits["train"]))
+    limit = lengths[-5]  # the four longest train examples are over it, and maybe some held-out ones
+    built = build(physics, bank, settings=DEFAULT.model_copy(update={"max_length": limit}), tokenizer=WordTokenizer())
+    over = [e.id for name in ds.SPLITS for e, (n, _) in zip(built.splits[name], ds.token_lengths(WordTokenizer(), built.splits[name]))
+            if n > limit]
+    assert len(over) >= 4 and [i for name in ds.SPLITS for i in built.meta["tokens"][name]["over_max_length_ids"]] == over
+    total = sum(len(v) for v in built.splits.values())
+    assert ds.too_long_line(built) == (f"{len(over)} of {total} answer examples are longer than max_length = {limit} tokens "
+                                       f"and will be cut in training: {', '.join(over[:3])} and {len(over) - 3} more "
+                                       f"(raise [train] max_length; the card lists them all)")
+    assert ds.too_long_line(build(physics, bank, tokenizer=WordTokenizer())) is None  # 2048: nothing is that long
+    assert ds.too_long_line(build(physics, bank)) is None  # not counted without a tokenizer
+
+    # `dataset build` says it, once, on stderr.
+    import tutor.basemodels
+
+    monkeypatch.setattr(tutor.basemodels, "load_tokenizer", lambda *a, **k: WordTokenizer())
+    (tmp_path / "tutor.toml").write_text(f"[train]\nmax_length = {limit}\n")
+    result = CliRunner().invoke(cli, ["--subject", "physics", "--workspace", str(tmp_path), "dataset", "build", "--role", "answer"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {ds.too_long_line(built)}"]
 
 
 # --- what the examples hold -----------------------------------------------------------------
@@ -305,7 +344,7 @@ def test_saved_dataset_card_and_tokens(physics, bank, tokenizer, tmp_path):
     assert loaded_meta["fingerprint"] == built.fingerprint and len(loaded["test"]) == len(built.splits["test"])
     # A dataset is bound to its subject: economics must not be taught from physics' data.
     shutil.copytree(target, ds.dataset_dir(workspace, "economics", "answer"))
-    with pytest.raises(TutorError, match="is the physics answer dataset: refusing to train economics on it"):
+    with pytest.raises(TutorError, match="belongs to 'physics', not 'economics': refusing to train economics on it"):
         ds.load(workspace, "economics", "answer")
     with pytest.raises(TutorError, match="no diagram dataset for physics"):
         ds.load(workspace, "physics", "diagram")

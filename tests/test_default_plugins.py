@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from tutor.models import Question
 from tutor.registry import registry
 
@@ -50,7 +49,8 @@ def test_file_sources_read_records_with_where_they_came_from(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text("\ufeff" + json.dumps({"stem": "x"}) + "\n\nnot json\n" + json.dumps({"stem": "y"}) + "\n", encoding="utf-8")
     assert list(registry().sources["jsonl"].fetch(str(path))) == [
-        (f"{path}:1", {"stem": "x"}), (f"{path}:3", {"__error__": "not valid JSON: Expecting value at column 1"}), (f"{path}:4", {"stem": "y"})]
+        (f"{path}:1", {"stem": "x"}), (f"{path}:3", {"__error__": "not valid JSON: Expecting value at column 1"}),
+        (f"{path}:4", {"stem": "y"})]
     csv_path = tmp_path / "q.csv"
     csv_path.write_text('stem;marks\n"two\nlines";3\nplain;1\n', encoding="utf-8")
     assert list(registry().sources["csv"].fetch(str(csv_path))) == [
@@ -64,7 +64,8 @@ def test_tikz_format_wraps_checks_and_extracts():
     assert document.startswith("\\documentclass[border=4pt]{standalone}") and "\\usepackage{pgfplots}" in document
     assert document.index("\\begin{document}") < document.index(body) < document.index("\\end{document}")
     assert tikz.check(body) == []
-    assert tikz.check("\\documentclass{article}\\begin{tikzpicture}\\end{tikzpicture}") == ["a body must not contain \\documentclass or \\begin{document}"]
+    assert tikz.check("\\documentclass{article}\\begin{tikzpicture}\\end{tikzpicture}") == [
+        "a body must not contain \\documentclass or \\begin{document}"]
     assert tikz.check("\\draw (0,0);") == ["expected a tikzpicture environment"]
     assert tikz.extract(f"Here you are:\n```latex\n{body}\n```\nHope it helps.") == body
 
@@ -83,7 +84,8 @@ def test_format_is_chosen_from_the_description(toy):
 def test_numbers_are_read_in_the_forms_answers_write_them():
     from tutor.default_plugins.evaluators import numbers_in
 
-    text = "r = 4.23 × 10^7 m; q = −300 J; a = -9.81 m s^-2 in kg m-3; e = 1.60 x 10^-19 C; h = 6.63×10⁻³⁴ J s; 2.5e-3; 1,200 kg; 14 400 J; CO2"
+    text = ("r = 4.23 × 10^7 m; q = −300 J; a = -9.81 m s^-2 in kg m-3; e = 1.60 x 10^-19 C; h = 6.63×10⁻³⁴ J s; "
+            "2.5e-3; 1,200 kg; 14 400 J; CO2")
     assert numbers_in(text) == pytest.approx([4.23e7, -300, -9.81, 1.6e-19, 6.63e-34, 2.5e-3, 1200, 14400, 14, 400], rel=1e-12)
 
 
@@ -93,7 +95,8 @@ def test_final_answer_evaluator_checks_significant_figures():
     calc = Question.model_validate({
         "subject": "toy", "type": "calc", "topic": "t", "marks": 2, "source": {"name": "t"}, "stem": "Find r and v.",
         "mark_scheme": {"points": [{"text": "r", "marks": 1}, {"text": "v", "marks": 1}]},
-        "final_answers": [{"label": "r", "value": 4.23e7, "unit": "m", "sig_figs": 3}, {"label": "v", "value": 3.1, "unit": "km s^-1", "sig_figs": 2}],
+        "final_answers": [{"label": "r", "value": 4.23e7, "unit": "m", "sig_figs": 3},
+                          {"label": "v", "value": 3.1, "unit": "km s^-1", "sig_figs": 2}],
     })
     evaluator = registry().evaluators["final-answer"]
     assert evaluator.score(calc, "r = 4.225 x 10^7 m and v = 3.07 km s^-1").marks == 2

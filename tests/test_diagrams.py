@@ -14,10 +14,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from tutor.cli import cli
 import tutor.diagrams as tutor_diagrams
+from click.testing import CliRunner
+from tutor.cli import cli
 from tutor.diagrams import Limits, Renderer, SandboxWarning, renderer_for, require_format, sandbox_problem, unsafe_tex
 from tutor.errors import TutorError
 from tutor.registry import registry
@@ -106,14 +105,18 @@ def test_the_same_code_never_compiles_twice(renderer, tikz, monkeypatch):
 def test_errors_are_concise_and_point_at_the_line_of_code(renderer, tikz):
     result = renderer.render(tikz, "\\begin{tikzpicture}\n  \\draw (0,0) -- (1,1);\n  \\drwa (0,0) circle (1);\n\\end{tikzpicture}")
     assert not result.ok
-    assert (result.error.line, result.error.message, result.error.code_line) == (3, "Undefined control sequence.", "  \\drwa (0,0) circle (1);")
+    assert (result.error.line, result.error.message, result.error.code_line) == (3, "Undefined control sequence.",
+                                                                                  "  \\drwa (0,0) circle (1);")
     assert str(result.error) == "line 3: Undefined control sequence.\n    \\drwa (0,0) circle (1);"
-    assert result.error.for_repair().startswith("The code did not compile at line 3 of your code:\n    \\drwa (0,0) circle (1);\npdflatex said: Undefined")
-    assert renderer.render(tikz, "\\begin{tikzpicture}\n  \\draw (0,0) -- (1,1);\n  \\drwa (0,0) circle (1);\n\\end{tikzpicture}").cached  # errors are cached too
+    assert result.error.for_repair().startswith("The code did not compile at line 3 of your code:\n"
+                                                "    \\drwa (0,0) circle (1);\npdflatex said: Undefined")
+    # errors are cached too
+    assert renderer.render(tikz, "\\begin{tikzpicture}\n  \\draw (0,0) -- (1,1);\n  \\drwa (0,0) circle (1);\n\\end{tikzpicture}").cached
 
 
 def test_a_standalone_document_goes_through_the_same_sandbox(renderer, tikz):
-    document = "\\documentclass{standalone}\n\\usepackage{tikz}\n\\begin{document}\n\\tikz \\draw (0,0) circle (1);\n\\oops\n\\end{document}\n"
+    document = ("\\documentclass{standalone}\n\\usepackage{tikz}\n\\begin{document}\n"
+                "\\tikz \\draw (0,0) circle (1);\n\\oops\n\\end{document}\n")
     result = renderer.render(tikz, document, standalone=True)
     assert (result.error.line, result.error.code_line) == (5, "\\oops")
     assert renderer.render(tikz, document.replace("\\oops\n", ""), standalone=True).ok
@@ -276,7 +279,8 @@ def everything_written(renderer, result, jobdirs) -> str:
 def leaks(renderer, result, jobdirs, secret, planted_env) -> list[str]:
     text = everything_written(renderer, result, jobdirs)
     token = secret["token"]
-    signs = {"the secret": token, "its hex dump": token.encode().hex().upper(), "its MD5": hashlib.md5(secret["files"]["var"].read_bytes()).hexdigest().upper(),
+    signs = {"the secret": token, "its hex dump": token.encode().hex().upper(),
+             "its MD5": hashlib.md5(secret["files"]["var"].read_bytes()).hexdigest().upper(),
              "its size": f"SZ{secret['size']}ZS", "its date": "MDD:", "/etc/passwd": "root:x:0:0", "the environment": planted_env}
     return [what for what, sign in signs.items() if sign in text or sign.lower() in text]
 
@@ -332,7 +336,8 @@ def test_no_attack_reads_a_file_with_either_layer_alone(tmp_path, tikz, secret, 
     monkeypatch.setenv("TUTOR_TEST_PLANTED", planted)  # in this process's /proc/<pid>/environ
     failures = []
     for name, code, standalone in attacks(secret, os.getpid()):
-        renderer = Renderer(tmp_path / f"cache-{len(failures)}-{uuid.uuid4().hex[:6]}", Limits(timeout_s=20, cpu_s=20, sandbox=LAYERS[layers]))
+        renderer = Renderer(tmp_path / f"cache-{len(failures)}-{uuid.uuid4().hex[:6]}",
+                            Limits(timeout_s=20, cpu_s=20, sandbox=LAYERS[layers]))
         result = renderer.render(tikz, code, standalone)
         if found := leaks(renderer, result, jobdirs, secret, planted):
             failures.append(f"{name}: leaked {found}")
@@ -345,7 +350,8 @@ def test_the_leak_check_finds_a_leak_when_both_layers_are_off(tmp_path, tikz, se
     """The check above can fail: with the filter and the sandbox both off, pdfTeX embeds the file."""
     monkeypatch.setattr("tutor.diagrams.unsafe_tex", lambda code: None)
     renderer = Renderer(tmp_path / "cache", Limits(sandbox="off"))
-    code = f"\\begin{{tikzpicture}}\\node{{x}};\\end{{tikzpicture}}\\immediate\\pdfobj stream file {{{secret['files']['var']}}}\\pdfrefobj\\pdflastobj"
+    code = (f"\\begin{{tikzpicture}}\\node{{x}};\\end{{tikzpicture}}"
+            f"\\immediate\\pdfobj stream file {{{secret['files']['var']}}}\\pdfrefobj\\pdflastobj")
     result = renderer.render(tikz, code)
     assert result.ok
     assert secret["token"] not in result.pdf.read_bytes().decode("latin-1")  # compressed: a plain scan misses it
@@ -437,7 +443,8 @@ def body(inject):
 def test_write18_is_refused_by_tex_and_creates_nothing(renderer, tikz, tmp_path, jobdirs):
     marker = tmp_path / "pwned"
     for code, standalone in [(body(f"\\immediate\\write18{{touch {marker}}}"), False),
-                             (f"\\documentclass{{article}}\\begin{{document}}\\immediate\\write18{{touch {marker}}}x\\end{{document}}", True)]:
+                             (f"\\documentclass{{article}}\\begin{{document}}"
+                              f"\\immediate\\write18{{touch {marker}}}x\\end{{document}}", True)]:
         assert renderer.render(tikz, code, standalone).ok
     assert not marker.exists()
     logs = [path.read_text(errors="replace") for path in jobdirs.rglob("diagram.log")]
@@ -484,7 +491,8 @@ def test_infinite_loops_and_page_floods_are_stopped_and_the_next_render_works(tm
     loop = renderer.render(tikz, body("\\def\\a{\\a}\\a"))
     assert not loop.ok and loop.error.message.startswith("stopped:")
     assert re.search(r"after \d+\.\d s", loop.error.message)  # says how long it ran
-    flood = "\\documentclass{article}\\begin{document}\\newcount\\n\\loop\\null\\newpage\\advance\\n 1 \\ifnum\\n<100000 \\repeat\\end{document}"
+    flood = ("\\documentclass{article}\\begin{document}"
+             "\\newcount\\n\\loop\\null\\newpage\\advance\\n 1 \\ifnum\\n<100000 \\repeat\\end{document}")
     result = renderer.render(tikz, flood, standalone=True)
     assert not result.ok and result.error.message.startswith(("stopped:", "refused:"))
     assert renderer.render(tikz, PICTURE).ok
@@ -519,9 +527,12 @@ def test_the_time_limit_is_a_setting_and_hitting_it_says_so(tmp_path, tikz):
 
 
 def test_a_multi_page_document_warns_that_only_page_one_is_shown(renderer, tikz):
-    result = renderer.render(tikz, "\\documentclass{article}\\begin{document}one\\newpage two\\newpage three\\end{document}", standalone=True)
+    result = renderer.render(tikz, "\\documentclass{article}\\begin{document}one\\newpage two\\newpage three\\end{document}",
+                             standalone=True)
     assert result.ok and result.warnings == ["the document has 3 pages; the PNG and SVG show page 1 only (the PDF has every page)"]
-    assert renderer.render(tikz, "\\documentclass{article}\\begin{document}one\\newpage two\\newpage three\\end{document}", standalone=True).warnings == result.warnings  # kept in the cache
+    # kept in the cache
+    assert renderer.render(tikz, "\\documentclass{article}\\begin{document}one\\newpage two\\newpage three\\end{document}",
+                           standalone=True).warnings == result.warnings
 
 
 def test_blocked_reads_are_named_as_such_not_as_missing_packages(renderer, tikz, monkeypatch):
@@ -529,7 +540,8 @@ def test_blocked_reads_are_named_as_such_not_as_missing_packages(renderer, tikz,
         pytest.skip(f"bubblewrap cannot run here: {problem}")
     monkeypatch.setattr("tutor.diagrams.unsafe_tex", lambda code: None)  # what the sandbox and kpathsea say, unfiltered
     result = renderer.render(tikz, body("\\input{/etc/passwd}"))
-    assert result.error.message == "refused: /etc/passwd.tex is outside the diagram's job directory: diagram code may read only TeX's own files"
+    assert result.error.message == ("refused: /etc/passwd.tex is outside the diagram's job directory: "
+                                    "diagram code may read only TeX's own files")
     image = renderer.render(tikz, body("\\pdfximage{/etc/passwd}\\pdfrefximage\\pdflastximage"))
     assert image.error.message.startswith("pdfTeX error") and "without a TeX error" not in image.error.message
 
@@ -547,7 +559,8 @@ def test_a_body_that_injects_documentclass_is_refused(renderer, tikz, monkeypatc
 
 
 def test_a_missing_package_in_a_document_is_a_clear_error(renderer, tikz):
-    result = renderer.render(tikz, "\\documentclass{standalone}\n\\usepackage{nosuchpackage-tutor}\n\\begin{document}x\\end{document}", standalone=True)
+    result = renderer.render(tikz, "\\documentclass{standalone}\n\\usepackage{nosuchpackage-tutor}\n\\begin{document}x\\end{document}",
+                             standalone=True)
     assert result.error.message == "LaTeX Error: File `nosuchpackage-tutor.sty' not found. (a missing package)"
     assert result.error.line == 2
 
@@ -574,10 +587,15 @@ def test_cli_render_check_and_extract(toy, tmp_path):
     result = run(*ws, "diagram", "check", "--out", str(tmp_path / "pngs"))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[2].split() == ["tikz", "1", "1", "100%"]
-    assert len(list((tmp_path / "pngs").glob("*.png"))) == 1
+    from tutor.bank import load_bank
+
+    (drawn,) = load_bank(toy, toy.subject.bank).diagrams
+    assert [p.name for p in (tmp_path / "pngs").glob("*.png")] == [
+        f"{drawn.question_id}-flow-chart-answer-compare-with-marking-points-marks.png"]
 
     bad = tmp_path / "diagrams.jsonl"
-    bad.write_text(json.dumps({"description": "broken", "format": "tikz", "author": "t", "code": "\\begin{tikzpicture}\\bad\\end{tikzpicture}"}) + "\n")
+    bad.write_text(json.dumps({"description": "broken", "format": "tikz", "author": "t",
+                               "code": "\\begin{tikzpicture}\\bad\\end{tikzpicture}"}) + "\n")
     result = run(*ws, "diagram", "check", str(bad))
     assert result.exit_code == 1
     assert f"{bad}:1: broken: line 1: Undefined control sequence." in result.output
@@ -598,3 +616,25 @@ def test_cli_extract_deduplicates_and_keeps_question_ids(toy_bank, tmp_path):
     assert result.output.startswith("2 markers in 2 answers -> 1 requests (1 duplicates) -> ")
     (request,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert request["format"] == "tikz" and request["question_ids"] == [record["question_id"]]
+
+
+def test_pictures_are_named_by_question_and_description_never_twice_alike():
+    from tutor.diagrams import picture_names
+    from tutor.models import Diagram
+
+    def drawn(description, question_id=None, fmt="tikz"):
+        return Diagram(description=description, format=fmt, code="x", author="t", question_id=question_id)
+
+    assert picture_names([
+        drawn("Velocity-time graph: v against t, a straight line.", "q1"),
+        drawn("Velocity–time graph: v against t; a straight line!", "q1"),  # the same slug: numbered, not overwritten
+        drawn("A free-body diagram of a box on a slope, with weight, normal reaction and friction drawn.", "q2"),
+        drawn("Circuit with a cell (1.5 V)", None, "circuitikz"),
+        drawn("…", "q3"),
+    ]) == [
+        "q1-velocity-time-graph-v-against-t-a-straight",
+        "q1-velocity-time-graph-v-against-t-a-straight-2",
+        "q2-a-free-body-diagram-of-a-box-on",
+        "circuitikz-circuit-with-a-cell-1-5-v",
+        "q3-diagram",
+    ]

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from tutor.errors import ValidationFailed
 from tutor.jsonl import append_jsonl, read_jsonl, write_jsonl
 from tutor.models import Diagram
@@ -83,3 +82,46 @@ def test_a_torn_last_line_says_what_it_is_and_what_removes_it(tmp_path):
 def test_appending_nothing_creates_nothing(tmp_path):
     append_jsonl(tmp_path / "d.jsonl", [])
     assert not (tmp_path / "d.jsonl").exists()
+
+
+# --- the one reader's other modes ------------------------------------------------------------------
+
+
+def test_iter_dicts_skips_what_a_crash_or_a_stray_byte_leaves(tmp_path):
+    from tutor.jsonl import field_counts, iter_dicts
+
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"id": "a", "ok": true}\n\nnot json\n[1]\n{"id": "caf\xe9"}\n{"id": "b", "ok": false}\n{"id": "a", "ok": tr')
+    assert [(n, d["id"]) for n, d in iter_dicts(path)] == [(1, "a"), (6, "b")]
+    assert field_counts(path, "id") == {"a": 1, "b": 1}
+    assert field_counts(path, "id", where=lambda record: record["ok"]) == {"a": 1}
+    assert list(iter_dicts(tmp_path / "missing.jsonl")) == [] and field_counts(tmp_path / "missing.jsonl", "id") == {}
+
+
+def test_import_dicts_checks_the_whole_encoding_before_the_first_record(tmp_path):
+    from tutor.errors import TutorError
+    from tutor.jsonl import import_dicts
+
+    path = tmp_path / "bank.jsonl"
+    path.write_bytes('{"stem": "第二个"}\n[1]\nnot json\n'.encode("gbk"))
+    assert [(n, d, why) for n, d, why in import_dicts(path, "gbk")] == [
+        (1, {"stem": "第二个"}, ""), (2, None, "expected a JSON object, got list"),
+        (3, None, "not valid JSON: Expecting value at column 1")]
+    records = import_dicts(path, "utf-8")
+    with pytest.raises(TutorError, match=r"bank.jsonl:1: not valid utf-8 \(byte 0xb5 at column 11\)"):
+        next(records)  # nothing is yielded from a file in another encoding, not even the lines that decode
+
+
+def test_every_stage_reads_json_lines_through_jsonl():
+    """No core module splits a JSON Lines file into lines and parses them itself (train's log is train's to move)."""
+    import re
+    from pathlib import Path
+
+    import tutor
+    from tutor import collect, jsonl, teach
+
+    assert teach.field_counts is jsonl.field_counts and collect.import_dicts is jsonl.import_dicts
+    own = re.compile(r"json\.loads\((line|raw|entry)\b")
+    core = Path(tutor.__file__).parent
+    readers = [str(p.relative_to(core)) for p in core.rglob("*.py") if p.name not in ("jsonl.py", "train.py") and own.search(p.read_text())]
+    assert readers == []

@@ -1,5 +1,4 @@
 import pytest
-
 from tutor.markers import MarkerError, find_diagrams, replace_diagrams
 
 

@@ -39,7 +39,8 @@ def words(n: int) -> str:
 
 def test_rewards_are_registered_for_their_tasks():
     tasks = {name: reward.task for name, reward in registry().rewards.items()}
-    assert tasks | {"mark-points": "answer", "format-length": "answer", "diagram-compiles": "diagram", "novelty": "set", "diversity": "set"} == tasks
+    core = {"mark-points": "answer", "format-length": "answer", "diagram-compiles": "diagram", "novelty": "set", "diversity": "set"}
+    assert tasks | core == tasks
     assert tasks["mcq-correct"] == "answer"
 
 
@@ -87,6 +88,56 @@ def test_mark_points_counts_marks_of_covered_points_per_part():
     levelled_only = toy_question(marks=4, mark_scheme={"levels": [{"level": 1, "marks": [1, 4], "descriptor": "anything"}]})
     scores = score("mark-points", "answer", [*completions, "The trolley accelerates.", "anything"], [question] * 5 + [levelled_only, None])
     assert scores == [1.0, 0.5, 0.25, 0.0, 0.25, 0.0, 0.0]
+
+
+def trolley_question() -> Question:
+    return toy_question(
+        marks=6,
+        parts=[{"label": "a", "text": "Describe the motion.", "marks": 2}, {"label": "b", "text": "Find v after 4.0 s.", "marks": 2},
+               {"label": "c", "text": "Discuss the safety of the track.", "marks": 2}],
+        mark_scheme={
+            "points": [{"text": "the trolley accelerates uniformly", "part": "a"},
+                       {"text": "the resultant force on it is constant", "part": "a"},
+                       {"text": "v = 11 m s^-1", "part": "b", "marks": 2}],
+            "levels": [{"level": 1, "marks": [1, 2], "descriptor": "some safety points", "part": "c"}],
+        },
+    )
+
+
+def test_mark_points_is_an_evaluator_registered_through_the_hook():
+    """eval and `mark` need point coverage as much as GRPO does: it is an evaluator, the core's own, found like any plugin's."""
+    evaluator = registry().evaluators["mark-points"]
+    assert registry().owner["evaluator", "mark-points"] == "tutor.default_plugins.evaluators"
+    assert {"structured", "essay", "calculation", "mcq"} <= set(evaluator.formats)
+    score = evaluator.score(trolley_question(), "(a) It accelerates uniformly. (b) v = 11.0 m/s")
+    assert (score.marks, score.out_of) == (3, 4)  # part c is levelled: not in out_of
+    found, missed, levelled = score.feedback.splitlines()
+    assert found == "found: (a) the trolley accelerates uniformly [1]; (b) v = 11 m s^-1 [2]"
+    assert missed == "missed: (a) the resultant force on it is constant [1]"
+    assert levelled == "marked by levels, not by points: (c)"
+    nothing = evaluator.score(toy_question(marks=4, mark_scheme={"levels": [{"level": 1, "marks": [1, 4], "descriptor": "any"}]}), "x")
+    assert (nothing.marks, nothing.out_of) == (0, 1) and nothing.feedback.startswith("no point-marked part")
+
+
+def test_answer_rewards_are_their_evaluators_judgement(monkeypatch):
+    """mcq-correct and mark-points are built from the evaluators: change the evaluator, and the reward follows."""
+    from tutor.models import Evaluator, Score
+
+    calls = []
+
+    def judge(name, marks):
+        def score(question, reply):
+            calls.append((name, reply))
+            return Score(marks=marks, out_of=4)
+        return Evaluator(name=name, description="spy", formats=["mcq"], score=score)
+
+    monkeypatch.setitem(registry().evaluators, "mcq", judge("mcq", 1))
+    monkeypatch.setitem(registry().evaluators, "mark-points", judge("mark-points", 3))
+    mcq = toy_question(marks=1, options={"A": "a", "B": "b"}, key="A", mark_scheme={"points": [{"text": "A"}]})
+    question = trolley_question()
+    assert score("mcq-correct", "answer", ["Answer: B", "x", "y"], [mcq, question, None]) == [0.25, 0.0, 0.0]  # only MCQs; none: 0
+    assert score("mark-points", "answer", ["p", "q"], [question, None]) == [0.75, 0.0]
+    assert calls == [("mcq", "Answer: B"), ("mark-points", "p")]
 
 
 # --- format-length -----------------------------------------------------------------------
@@ -190,6 +241,59 @@ def test_diversity_within_groups():
     assert scores[5:] == [0.0, 1.0]  # empty scores 0; alone in its group scores 1
     near = score("diversity", "set", [a, a.replace("900 kg", "950 kg")], groups=[0, 0])
     assert near[0] == pytest.approx(near[1]) and near[0] < 0.3  # one number changed: nearly the same question
+
+
+# --- the numpy TF-IDF ----------------------------------------------------------------------
+
+CORPUS = [
+    "A car of mass 900 kg accelerates from rest to 20 m/s in 8.0 s. Calculate the resultant force on the car.",
+    "A car of mass 950 kg accelerates from rest to 20 m/s in 8.0 s. Calculate the resultant force on the car!",
+    "Explain, in terms of photons, why the photoelectric effect has a threshold frequency. Photons, photons, photons.",
+    "Describe an experiment to measure the specific heat capacity of a metal block using an electric heater.",
+    "Équilibre: la force résultante est nulle. Force, force.",
+    "I a x y",  # nothing of two letters or more: no terms at all
+    "",
+]
+
+
+def reference_tfidf_cosine(queries, corpus, fit):
+    """scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), written out plainly:
+    a dense vector over the whole vocabulary per text, then plain dot products of the normalised vectors."""
+    import math
+    import re
+    from collections import Counter
+
+    def terms(text):
+        tokens = re.findall(r"(?u)\b\w\w+\b", text.lower())
+        return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+    vocabulary = sorted({t for text in fit for t in terms(text)})
+    n = len(fit)
+    idf = {t: math.log((1 + n) / (1 + sum(t in terms(text) for text in fit))) + 1 for t in vocabulary}
+
+    def vector(text):
+        counts = Counter(terms(text))
+        v = [(1 + math.log(counts[t])) * idf[t] if counts[t] else 0.0 for t in vocabulary]
+        norm = math.sqrt(sum(x * x for x in v))
+        return [x / norm for x in v] if norm else v
+
+    return [[sum(a * b for a, b in zip(vector(q), vector(c))) for c in corpus] for q in queries]
+
+
+def test_tfidf_cosine_equals_a_reference_tfidf():
+    from tutor.rewards_text import tfidf_cosine
+
+    # By hand: "the" and "sat" are in both texts (idf 1), the other three terms of each in one (idf 1 + ln 1.5).
+    w = 1 + __import__("math").log(1.5)
+    assert tfidf_cosine(["the cat sat"], ["the dog sat"], ["the cat sat", "the dog sat"])[0, 0] == pytest.approx(2 / (2 + 3 * w * w))
+    import numpy as np
+
+    queries, corpus = CORPUS, CORPUS[1:] + CORPUS[:1]  # the corpus in another order: columns follow it
+    ours = tfidf_cosine(queries, corpus, CORPUS)
+    assert ours.shape == (len(queries), len(corpus))
+    np.testing.assert_allclose(ours, reference_tfidf_cosine(queries, corpus, CORPUS), rtol=0, atol=1e-12)
+    assert ours[0, -1] == pytest.approx(1.0) and 0.5 < ours[0, 0] < 1.0  # itself; one number changed
+    assert not ours[5].any() and not ours[6].any()  # no terms: similar to nothing
 
 
 # --- garbage never raises ------------------------------------------------------------------

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from bank_site import PASSWORD, USER, BankSite
+from click.testing import CliRunner
 from tutor.cli import cli
 from tutor.scrape import html_to_text
 
@@ -97,6 +96,18 @@ def test_429_is_retried_after_retry_after(toy, tmp_path):
     assert len(hits) == 2 and hits[1] - hits[0] >= 0.99  # the server asked for 1 s
 
 
+def test_429_is_retried_after_a_retry_after_date(toy, tmp_path):
+    """Retry-After may be an HTTP date (RFC 9110); scrape reads it as teach does (llm_client.retry_after)."""
+    from email.utils import formatdate
+
+    with BankSite() as site:
+        site.flaky, site.rate_limited = {}, {"/mcq/3.html": 1}
+        site.retry_after = formatdate(time.time() + 4, usegmt=True)  # 3 to 4 s from now: dates are to the second
+        assert scrape(tmp_path / "ws", site_file(tmp_path, site)).exit_code == 0
+        hits = [t for t, _, p in site.log if p == "/mcq/3.html"]
+    assert len(hits) == 2 and hits[1] - hits[0] >= 2.5  # not the 1 s backoff of a header it could not read
+
+
 @pytest.mark.parametrize("mode, message", [("503", "robots.txt answered 503"), ("hang", "robots.txt did not answer within 1 s")])
 def test_robots_txt_that_fails_stops_the_crawl(toy, tmp_path, mode, message):
     with BankSite() as site:
@@ -133,7 +144,8 @@ def test_html_to_text_drops_what_a_reader_cannot_see():
 
     html = ('<div>Visible <b>text</b><script>alert(1)</script><style>p{}</style><!-- note -->'
             '<span hidden>h1</span><span aria-hidden="true">h2</span><span style="visibility: hidden">h3</span>'
-            '<span style="font-size:0">h4</span> H<sub>2</sub>O, x<sup>2</sup>, <math><annotation encoding="application/x-tex">\\frac{1}{2}</annotation></math></div>')
+            '<span style="font-size:0">h4</span> H<sub>2</sub>O, x<sup>2</sup>, '
+            '<math><annotation encoding="application/x-tex">\\frac{1}{2}</annotation></math></div>')
     assert html_to_text(BeautifulSoup(html, "html.parser")) == "Visible text H_2O, x^2, $\\frac{1}{2}$"
 
 
@@ -256,4 +268,5 @@ def test_a_site_adapter_in_code_from_the_docs(toy, tmp_path):
         plugin_manager().unregister(name="fixture-js")
         registry.cache_clear()
     assert result.exit_code == 0, result.output
-    assert [(q["stem"], q["key"]) for q in bank(tmp_path / "ws")] == [("Which option is rendered second?", "B"), ("Which option is rendered first?", "A")]
+    expected = [("Which option is rendered second?", "B"), ("Which option is rendered first?", "A")]
+    assert [(q["stem"], q["key"]) for q in bank(tmp_path / "ws")] == expected

@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import openai_server as srv
 import pytest
 from click.testing import CliRunner
-
-import openai_server as srv
 from tutor.bank import load_bank
 from tutor.cli import cli
+from tutor.config import TeacherConfig
+from tutor.llm_client import split_reasoning
 from tutor.models import DiagramRequest
 from tutor.registry import get_subject
-from tutor.teach import split_reasoning
-from tutor.config import TeacherConfig
+from tutor.workspace import Workspace
 
 SAMPLE = Path(get_subject("physics").subject.bank) / "questions.jsonl"
 
@@ -64,7 +64,8 @@ def teacher_env(server, **settings) -> dict[str, str]:
 
 
 def teach(ws, server, *args, env=None, **settings):
-    result = CliRunner().invoke(cli, ["-w", str(ws), "--subject", "physics", "teach", *args], env=teacher_env(server, **settings) | (env or {}))
+    env = teacher_env(server, **settings) | (env or {})
+    result = CliRunner().invoke(cli, ["-w", str(ws), "--subject", "physics", "teach", *args], env=env)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
@@ -80,7 +81,7 @@ def question_ids(ws):
 
 
 def log_entries(ws):
-    path = ws / "cache" / "teacher" / "responses.jsonl"
+    path = Workspace(ws).teacher_log
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
@@ -176,12 +177,12 @@ def test_invalid_replies_are_asked_again_with_the_reason_then_rejected(tmp_path,
     assert [a["question_id"] for a in records(ws, "answers.jsonl")] == [mcq[0]["id"]]
     rejects = {r["question_id"]: r for r in records(ws, "answer-rejects.jsonl")}
     assert len(rejects) == 3 and all(len(r["reasons"]) == 2 and len(r["keys"]) == 2 for r in rejects.values())
-    assert "commit to the correct option" in rejects[mcq[1]["id"]]["reasons"][0]
+    assert "does not commit to the key" in rejects[mcq[1]["id"]]["reasons"][0]
     assert "marker is malformed" in rejects[mcq[2]["id"]]["reasons"][0]
     structured = next(r for r in rejects.values() if r["type"] == "alevel-structured")
-    assert structured["reasons"][0].startswith("it had 5000 words, outside the 80 to 450 expected of this type")
+    assert structured["reasons"][0].startswith("5000 words; a alevel-structured answer has 80 to 450")
     retry_prompts = [seen.prompt for seen in server.requests if "previous answer was rejected" in seen.prompt]
-    assert len(retry_prompts) == 4 and any("It was rejected because it was empty" in p for p in retry_prompts)
+    assert len(retry_prompts) == 4 and any("It was rejected: the answer is empty" in p for p in retry_prompts)
     assert len(server.requests) == 8
 
     again = teach(ws, server, "answers")  # rejects are not asked for again...
@@ -264,7 +265,7 @@ def test_torn_last_lines_are_cut_off_and_nothing_is_paid_for_twice(tmp_path, ser
     answers = ws / "physics" / "bank" / "answers.jsonl"
     lines = answers.read_bytes().splitlines(keepends=True)
     answers.write_bytes(b"".join(lines[:2]) + lines[2][:40])
-    log = ws / "cache" / "teacher" / "responses.jsonl"
+    log = Workspace(ws).teacher_log
     log.write_bytes(log.read_bytes() + b'{"key": "abc", "content": "half a rep')
     result = teach(ws, server, "answers")
     assert result.exit_code == 0, result.output
@@ -413,7 +414,8 @@ def test_a_black_holed_address_fails_on_connect_not_after_the_request_timeout(tm
     try:
         ws = make_bank(tmp_path, alevel_mcq=2)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUTOR_")} | {
-            "TUTOR_TEACHER_PRESET": "local", "TUTOR_TEACHER_MODEL": "teacher-test", "TUTOR_TEACHER_BASE_URL": url, "TUTOR_TEACHER_TIMEOUT": "2"}
+            "TUTOR_TEACHER_PRESET": "local", "TUTOR_TEACHER_MODEL": "teacher-test", "TUTOR_TEACHER_BASE_URL": url,
+            "TUTOR_TEACHER_TIMEOUT": "2"}
         command = [sys.executable, "-m", "tutor.cli", "--workspace", str(ws), "--subject", "physics", "teach", "answers"]
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
@@ -431,7 +433,7 @@ def test_run_items_retrieves_every_failure_when_several_fail_at_once():
     import asyncio
     import gc
 
-    from tutor.teach import run_items
+    from tutor.llm_client import run_items
 
     unretrieved, raised = [], []
 
@@ -480,8 +482,8 @@ def test_diagram_code_is_compiled_repaired_and_only_what_compiles_is_kept(tmp_pa
     ws = tmp_path / "ws"
     requests = [DiagramRequest(description=d, format="tikz", question_ids=["q1"]) for d in
                 ("A ball on a slope, first try.", "A spring and a mass, needs one repair.", "A pulley that never compiles.")]
-    (ws / "physics").mkdir(parents=True)
-    (ws / "physics" / "diagram-requests.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in requests))
+    Workspace(ws).diagram_requests("physics").parent.mkdir(parents=True)
+    Workspace(ws).diagram_requests("physics").write_text("".join(r.model_dump_json() + "\n" for r in requests))
 
     def reply(messages):
         prompt = "\n".join(m["content"] for m in messages)
@@ -506,7 +508,8 @@ def test_diagram_code_is_compiled_repaired_and_only_what_compiles_is_kept(tmp_pa
     assert len(server.requests) == 5
 
     again = teach(ws, server, "diagrams")
-    assert "nothing to ask: 2 compiled, 1 failed to compile" in again.output and "--retry-failed asks for the failed ones again" in again.output
+    assert "nothing to ask: 2 compiled, 1 failed to compile" in again.output
+    assert "--retry-failed asks for the failed ones again" in again.output
     assert len(server.requests) == 5
     dry = teach(ws, server, "diagrams", "--dry-run", "--retry-failed")
     assert "##### tikz: the prompt of the first of 1 requests" in dry.output and "A pulley that never compiles." in dry.output
@@ -516,8 +519,8 @@ def test_diagram_code_is_compiled_repaired_and_only_what_compiles_is_kept(tmp_pa
 def test_when_only_failed_diagrams_are_left_it_counts_them_and_says_how_to_retry(tmp_path, server):
     ws = tmp_path / "ws"
     requests = [DiagramRequest(description=d, format="tikz") for d in ("A ball on a slope.", "A pulley.", "A lever.")]
-    (ws / "physics").mkdir(parents=True)
-    (ws / "physics" / "diagram-requests.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in requests))
+    Workspace(ws).diagram_requests("physics").parent.mkdir(parents=True)
+    Workspace(ws).diagram_requests("physics").write_text("".join(r.model_dump_json() + "\n" for r in requests))
     server.reply = lambda messages: srv.default_reply(messages) if "A ball on a slope." in messages[-1]["content"] else BROKEN
     assert teach(ws, server, "diagrams", repair_rounds=0).exit_code == 0
     again = teach(ws, server, "diagrams")
@@ -537,7 +540,6 @@ def test_diagrams_need_requests_from_diagram_extract(tmp_path, server):
 def test_presets_the_config_file_and_the_environment(tmp_path):
     from tutor.errors import ConfigError
     from tutor.teach import teacher_config
-    from tutor.workspace import Workspace
 
     ws = Workspace(tmp_path)
     cfg = teacher_config(ws)
@@ -547,7 +549,8 @@ def test_presets_the_config_file_and_the_environment(tmp_path):
     assert (cfg.model, cfg.api_key_env, cfg.concurrency, cfg.timeout) == ("gpt-4.1", "OPENAI_API_KEY", 8, 600.0)
     cfg = teacher_config(ws, {"TUTOR_TEACHER_PRESET": "deepseek-chat", "TUTOR_TEACHER_CONCURRENCY": "4"})
     assert (cfg.model, cfg.concurrency) == ("deepseek-chat", 4)
-    with pytest.raises(ConfigError, match="TUTOR_TEACHER_PRESET: unknown preset 'gpt'; valid: deepseek-chat, deepseek-reasoner, local, ollama, openai"):
+    with pytest.raises(ConfigError, match="TUTOR_TEACHER_PRESET: unknown preset 'gpt'; "
+                                          "valid: deepseek-chat, deepseek-reasoner, local, ollama, openai"):
         teacher_config(ws, {"TUTOR_TEACHER_PRESET": "gpt"})
     with pytest.raises(ConfigError, match="no teacher model: the 'local' preset names none"):
         teacher_config(ws, {"TUTOR_TEACHER_PRESET": "local"})
@@ -555,4 +558,87 @@ def test_presets_the_config_file_and_the_environment(tmp_path):
     with pytest.raises(ConfigError, match="teacher.concurency: Extra inputs are not permitted"):
         teacher_config(ws)
     result = CliRunner().invoke(cli, ["-w", str(tmp_path / "other"), "config"])
-    assert json.loads(result.output)["config"]["teacher"] == {**{k: None for k in TeacherConfig.model_fields}, "preset": "deepseek-reasoner"}  # as written: defaults come in resolve()
+    as_written = {**{k: None for k in TeacherConfig.model_fields}, "preset": "deepseek-reasoner"}  # defaults come in resolve()
+    assert json.loads(result.output)["config"]["teacher"] == as_written
+
+
+# --- the services teach shares with the other stages --------------------------------------------------
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"retry-after": "7"}, 7.0),
+    ({"retry-after": "1.5"}, 1.5),
+    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),  # OpenAI's milliseconds win
+    ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),  # a bad one falls back on Retry-After
+    ({"retry-after": "-4"}, 0.0),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: now
+    ({"retry-after": "soon"}, None),
+    ({"retry-after": ""}, None),
+    ({"retry-after": "inf"}, None),
+    ({"retry-after": "nan"}, None),
+    ({"retry-after": "Mon, 99 Foo 2015 07:28:00 GMT"}, None),
+    ({}, None),
+    (None, None),
+])
+def test_retry_after_reads_seconds_http_dates_and_milliseconds(headers, expected):
+    from tutor.llm_client import retry_after
+
+    assert retry_after(headers) == expected
+
+
+def test_retry_after_in_the_future_and_in_any_letter_case():
+    from email.message import Message
+    from email.utils import formatdate
+
+    from tutor.llm_client import retry_after
+
+    headers = Message()  # what urllib's HTTPError carries: names in any case
+    headers["Retry-After"] = formatdate(time.time() + 30, usegmt=True)
+    assert 28 <= retry_after(headers) <= 30
+
+
+def test_workspace_paths_are_spelt_once():
+    """The teacher's log and the diagram requests are named by the Workspace; no other source spells them out."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for folder in ("core", "bench") for p in (root / folder).rglob("*.py") if p.name != "workspace.py"]
+    for spelt in ("responses.jsonl", "diagram-requests.jsonl", '/ "teacher"', '/ "scrape"', '/ "diagrams"'):
+        assert [str(p.relative_to(root)) for p in sources if spelt in p.read_text(encoding="utf-8")] == [], spelt
+    ws = Workspace(Path("w"))
+    assert ws.teacher_log == Path("w/cache/teacher/responses.jsonl")
+    assert ws.diagram_requests("physics") == Path("w/physics/diagram-requests.jsonl")
+
+
+def test_bank_validation_teach_and_the_format_reward_apply_one_answer_rule(tmp_path):
+    """One rule (answers.answer_flaws): what bank validation reports, teach rejects and format-length marks down."""
+    from tutor.default_plugins.rewards import format_length
+    from tutor.errors import ValidationFailed
+    from tutor.jsonl import write_jsonl
+    from tutor.models import GoldAnswer, RewardBatch
+    from tutor.teach import check_answer
+
+    kit = get_subject("physics")
+    bank = load_bank(kit, kit.subject.bank)
+    mcq = next(q for q in bank.questions if q.type == "alevel-mcq")
+    gold = bank.answers_to(mcq.id)[0].text
+    wrong = next(letter for letter in mcq.options if letter != mcq.key)
+    cases = {  # answer -> (a flaw every judge sees, one only the key judges see)
+        "good": (gold, False),
+        "too long": (gold.replace(f"Answer: {mcq.key}", " ".join(["word"] * 400) + f"\nAnswer: {mcq.key}"), True),
+        "a diagram where none belongs": (gold.replace(f"Answer: {mcq.key}", f"(DIAGRAM: a graph of stress.)\nAnswer: {mcq.key}"), True),
+        "the wrong key": (gold.replace(f"Answer: {mcq.key}", f"Answer: {wrong}"), False),
+    }
+    qtype = kit.types[mcq.type]
+    for name, (text, formatting) in cases.items():
+        folder = tmp_path / name
+        write_jsonl(folder / "questions.jsonl", [mcq])
+        write_jsonl(folder / "answers.jsonl", [GoldAnswer(question_id=mcq.id, text=text, author="test")])
+        try:
+            load_bank(kit, folder)
+            problems = []
+        except ValidationFailed as err:
+            problems = [p.message for p in err.problems]
+        reason = check_answer(mcq, qtype, text, "stop")
+        (score,) = format_length(RewardBatch("answer", [text], ["q"], [mcq], [""], [0], kit.subject))
+        assert (reason is not None) == bool(problems) == (name != "good"), name
+        assert (reason or "") == "; ".join(problems), name  # the same words: one rule, phrased once
+        assert (score < 1.0) == formatting, (name, score)

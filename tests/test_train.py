@@ -16,12 +16,13 @@ from click.testing import CliRunner
 
 pytest.importorskip("trl")
 
+from tutor import runs  # noqa: E402
 from tutor import train as tr  # noqa: E402
 from tutor.cli import cli  # noqa: E402
+from tutor.config import TrainConfig  # noqa: E402
 from tutor.errors import TutorError  # noqa: E402
 from tutor.models import Reward  # noqa: E402
 from tutor.registry import get_subject, registry  # noqa: E402
-from tutor.config import TrainConfig  # noqa: E402
 from tutor.workspace import Workspace  # noqa: E402
 
 # A ChatML template (the layout SmolLM2 uses), written for these tests.
@@ -35,7 +36,6 @@ def tiny_model(tmp_path_factory):
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     from tutor.bank import load_bank
 
     physics = get_subject("physics")
@@ -90,7 +90,7 @@ def test_sft_saves_adapter_metadata_log_and_plot(sft_run, workspace, tiny_model)
     assert f"loss plot: {run / 'loss.png'}".endswith(str(Path(out.split("loss plot: ")[1].split("\n")[0])))
     assert (run / "adapter_model.safetensors").is_file() and (run / "adapter_config.json").is_file()
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    meta = tr.read_meta(run)
+    meta = runs.read_meta(run)
     dataset_meta = json.loads((workspace / "physics/datasets/answer/tutor-dataset.json").read_text())
     assert (meta["subject"], meta["role"], meta["method"]) == ("physics", "answer", "sft")
     assert meta["base_model"] == str(tiny_model) and meta["dataset"]["fingerprint"] == dataset_meta["fingerprint"]
@@ -103,18 +103,18 @@ def test_sft_saves_adapter_metadata_log_and_plot(sft_run, workspace, tiny_model)
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert "validation loss" in out and "tokens/s" in out
-    assert tr.latest_adapter(Workspace(workspace), "physics", "answer") == run
+    assert runs.latest_adapter(Workspace(workspace), "physics", "answer") == run
 
 
 def test_validation_loss_is_measured_before_training_and_after_each_epoch(workspace):
     code, out = invoke("--subject", "physics", "train", "--epochs", "2", "--batch-size", "8", workspace=workspace)
     assert code == 0, out
     run = Path(out.split("adapter: ")[1].split("\n")[0])
-    steps = tr.read_meta(run)["metrics"]["steps"]
+    steps = runs.read_meta(run)["metrics"]["steps"]
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     evaluated = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     assert [step for step, _ in evaluated] == [0, steps // 2, steps]  # the epoch-end evaluation is not repeated at the end
-    assert tr.read_meta(run)["metrics"]["eval_loss_after"] == round(evaluated[-1][1], 4)
+    assert runs.read_meta(run)["metrics"]["eval_loss_after"] == round(evaluated[-1][1], 4)
 
 
 def test_loss_plot_smooths_training_loss_and_puts_reward_on_its_own_axis(tmp_path):
@@ -141,7 +141,8 @@ def test_loss_is_on_assistant_tokens_only(workspace, tiny_model):
     batch = next(iter(trainer.get_train_dataloader()))
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     learned = loaded.tokenizer.decode(ids[labels != -100])
-    example = next(r for r in data["train"] if loaded.tokenizer.decode(ids).startswith(loaded.tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False)))
+    text = loaded.tokenizer.decode(ids)
+    example = next(r for r in data["train"] if text.startswith(loaded.tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False)))
     assert learned.startswith(example["messages"][-1]["content"][:40])  # the gold answer is learned...
     assert "<|im_start|>user" not in learned and example["messages"][1]["content"][:30] not in learned  # ...never the question
 
@@ -149,52 +150,72 @@ def test_loss_is_on_assistant_tokens_only(workspace, tiny_model):
 def test_resume_continues_from_the_last_checkpoint(workspace):
     code, out = invoke("--subject", "physics", "train", "--max-steps", "4", workspace=workspace)
     assert code == 0, out
-    run = tr.latest_adapter(Workspace(workspace), "physics", "answer")
-    whole = tr.read_meta(run)["metrics"]
-    (run / tr.ADAPTER_META).unlink()  # as if it had been killed after its step-2 checkpoint
+    run = runs.latest_adapter(Workspace(workspace), "physics", "answer")
+    whole = runs.read_meta(run)["metrics"]
+    seen = {r["step"]: r["num_input_tokens_seen"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r}
+    assert whole["trained_tokens"] == seen[4] > seen[2] > 0  # counted by the trainer as it fed them
+    (run / runs.ADAPTER_META).unlink()  # as if it had been killed after its step-2 checkpoint
     for late in (run / "checkpoints").glob("checkpoint-4"):
         import shutil
 
         shutil.rmtree(late)
     code, out = invoke("--subject", "physics", "train", "--resume", "--lr", "1", workspace=workspace)
     assert code == 0, out
-    assert f"resuming {run}" in out.replace("\n", " ") or "resuming" in out
-    meta = tr.read_meta(run)
+    assert f"resuming {run}\n" in out  # this run, not merely some run
+    meta = runs.read_meta(run)
     assert meta["metrics"]["steps"] == 4 and meta["settings"]["learning_rate"] == 0.005  # the run's own settings, not the new flag
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert steps == [1, 2, 3, 4, 3, 4]  # appended: steps 3 and 4 again, from checkpoint-2
-    # Throughput counts only what this call trained: steps 3 and 4, half of what the whole run trained.
-    assert meta["metrics"]["trained_tokens"] == pytest.approx(whole["trained_tokens"] / 2, abs=1)
+    # Throughput counts only what this call trained: the tokens of steps 3 and 4.
+    assert meta["metrics"]["trained_tokens"] == seen[4] - seen[2]
 
 
 def test_examples_truncated_to_nothing_are_a_clear_error(workspace):
     code, out = invoke("--subject", "physics", "train", "--role", "diagram", workspace=workspace)  # its prompts are longer than 384 tokens
     assert code == 1 and "no diagram example keeps any of its answer within max_length = 384 tokens" in out
+    assert runs.runs(Workspace(workspace), "physics", "diagram") == []  # nothing was trained: no run left for --resume
+
+
+def test_time_budget_stops_and_saves_and_says_so(workspace):
+    code, out = invoke("--subject", "physics", "train", "--max-minutes", "0.0001", "--max-steps", "5", workspace=workspace)
+    assert code == 0, out
+    run = runs.latest_adapter(Workspace(workspace), "physics", "answer")
+    metrics = runs.read_meta(run)["metrics"]
+    assert metrics["steps"] == 1 and metrics["stopped_by_time_budget"] is True
+    assert (run / "checkpoints" / "checkpoint-1").is_dir()  # saved before stopping, for --resume
 
 
 def test_nothing_to_resume_is_one_line(workspace):
     code, out = invoke("--subject", "physics", "train", "--role", "diagram", "--resume", workspace=workspace)
-    assert code == 1 and out.strip().splitlines()[-1].startswith("error: nothing to resume: physics has no unfinished sft run of the diagram role")
+    last = out.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("error: nothing to resume: physics has no unfinished sft run of the diagram role")
 
 
 def test_another_subjects_adapter_or_dataset_is_refused(sft_run, workspace, tmp_path):
     run, _ = sft_run
-    code, out = invoke("--subject", "economics", "train", "--from", str(run), workspace=workspace)
-    assert code == 1 and "belongs to 'physics', not 'economics'" in out and "physics must not be taught by the economics teacher" in out
-    code, out = invoke("--subject", "economics", "train", "--dataset", str(workspace / "physics/datasets/answer"), workspace=workspace)
-    assert code == 1 and "is the physics answer dataset: refusing to train economics on it" in out
-    code, out = invoke("--subject", "economics", "ask", "What is inflation?", "--adapter", str(run), workspace=workspace)
-    assert code == 1 and "belongs to 'physics': refusing to answer economics with it" in out
+    # One check (runs.check_bound) for train, dataset loading and ask: one message, naming the thing and what it was for.
+    dataset = workspace / "physics/datasets/answer"
+    for args, refusal in [
+        (["train", "--from", str(run)], f"the adapter {run} belongs to 'physics', not 'economics': refusing to train economics from it"),
+        (["train", "--dataset", str(dataset)],
+         f"the dataset {dataset} belongs to 'physics', not 'economics': refusing to train economics on it"),
+        (["ask", "What is inflation?", "--adapter", str(run)],
+         f"the adapter {run} belongs to 'physics', not 'economics': refusing to answer economics with it"),
+    ]:
+        code, out = invoke("--subject", "economics", *args, workspace=workspace)
+        assert code == 1 and out.strip().splitlines()[-1] == f"error: {refusal} (economics must not be taught by the physics teacher)", out
     code, out = invoke("--subject", "physics", "train", "--role", "diagram", "--from", str(run), workspace=workspace)
-    assert code == 1 and "is the answer role's, not the diagram role's" in out
+    assert code == 1 and f"the adapter {run} is the answer role's, not the diagram role's" in out
+    code, out = invoke("--subject", "physics", "ask", "--role", "diagram", "a cell", "--adapter", str(run), workspace=workspace)
+    assert code == 1 and f"the adapter {run} is the answer role's, not the diagram role's" in out
 
 
 def test_continuing_from_an_adapter_starts_a_new_run_from_its_weights(sft_run, workspace):
     run, _ = sft_run
     code, out = invoke("--subject", "physics", "train", "--from", str(run), "--max-steps", "2", workspace=workspace)
     assert code == 0, out
-    new = tr.latest_adapter(Workspace(workspace), "physics", "answer")
-    assert new != run and tr.read_meta(new)["start_from"] == str(run)
+    new = runs.latest_adapter(Workspace(workspace), "physics", "answer")
+    assert new != run and runs.read_meta(new)["start_from"] == str(run)
 
 
 # --- settings and backends ---------------------------------------------------------------
@@ -230,13 +251,80 @@ def test_hardware_plan_packs_only_with_a_varlen_kernel(monkeypatch):
     import torch
 
     cpu = tr.hardware_plan(TrainConfig(batch_size=8), "peft")
-    assert (cpu["packing"], cpu["gradient_checkpointing"], cpu["micro_batch"], cpu["fused_loss"]) == (False, False, 1, False)
+    assert (cpu.packing, cpu.gradient_checkpointing, cpu.micro_batch, cpu.fused_loss) == (False, False, 1, False)
     forced = tr.hardware_plan(TrainConfig(packing=True, micro_batch=4, precision="fp32"), "peft")
-    assert (forced["packing"], forced["micro_batch"], forced["bf16"]) == (True, 4, False)
+    assert (forced.packing, forced.micro_batch, forced.bf16) == (True, 4, False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     gpu = tr.hardware_plan(TrainConfig(batch_size=8), "unsloth")
-    assert (gpu["packing"], gpu["gradient_checkpointing"], gpu["micro_batch"], gpu["bf16"], gpu["flash_attention"]) == (True, True, 8, True, False)
+    assert (gpu.packing, gpu.gradient_checkpointing, gpu.micro_batch, gpu.bf16, gpu.flash_attention) == (True, True, 8, True, False)
+
+
+def test_hardware_plan_is_a_frozen_record_with_the_metadata_shape():
+    import dataclasses
+
+    plan = tr.hardware_plan(TrainConfig(), "peft")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.micro_batch = 4
+    assert list(dataclasses.asdict(plan)) == ["device", "bf16", "packing", "flash_attention", "gradient_checkpointing", "fused_loss",
+                                              "micro_batch"]  # tutor-adapter.json's `plan`, as earlier runs wrote it
+
+
+@pytest.mark.parametrize("capabilities, bf16", [
+    ({"avx2": True, "avx512_bf16": False, "amx_bf16": False}, False),  # AVX2 only: bf16 would be emulated, slower than fp32
+    ({"avx2": True, "avx512_bf16": True}, True),
+    ({"avx2": True, "amx_bf16": True}, True),
+    ({}, False),  # a torch that cannot tell: fp32, the safe choice
+])
+def test_cpu_plan_uses_bf16_only_in_hardware_and_is_otherwise_the_same(monkeypatch, capabilities, bf16):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    plan = tr.hardware_plan(TrainConfig(batch_size=4), "peft")
+    # Measured in fp32 too (README, Training): one example per pass, no checkpointing, no packing, the model's own loss.
+    assert (plan.bf16, plan.micro_batch, plan.gradient_checkpointing, plan.packing, plan.fused_loss) == (bf16, 1, False, False, False)
+
+
+def test_no_private_field_of_torch_transformers_or_trl_is_read():
+    """A library's `_name` can change in any release without notice; tutor's training code uses none."""
+    import ast
+
+    root = Path(__file__).parents[1]
+    for path in [root / "core/tutor/train.py", root / "core/tutor/ask.py", root / "core/tutor/runs.py", root / "bench/train.py"]:
+        private = [f"{path.name}:{node.lineno}: .{node.attr}" for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")]
+        assert private == []
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def test_run_layout_newest_finished_and_unfinished_lookup(tmp_path):
+    from datetime import UTC, datetime
+
+    ws = Workspace(tmp_path)
+    folder = runs.adapters_dir(ws, "physics", "answer")
+    assert folder == tmp_path / "physics" / "adapters" / "answer" and runs.runs(ws, "physics", "answer") == []
+    assert runs.run_name("sft", datetime(2025, 1, 2, 3, 4, 5, 678900, tzinfo=UTC)) == "20250102-030405.678-sft"
+    made = {}
+    for stamp, method, finished in [("20250101-000000.000", "sft", True), ("20250102-000000.000", "grpo", True),
+                                    ("20250103-000000.000", "sft", False), ("20250104-000000.000", "grpo", False)]:
+        run = runs.make_run(folder, f"{stamp}-{method}")
+        runs.write_meta(run / runs.RUN_META, {"subject": "physics", "role": "answer", "method": method})
+        if finished:
+            runs.write_meta(run / runs.ADAPTER_META, {"subject": "physics", "role": "answer", "method": method})
+        made[stamp[:8], method] = run
+    twin = runs.make_run(folder, "20250101-000000.000-sft")  # two runs in one millisecond: both kept
+    assert twin.name == "20250101-000000.000-sft-2" and twin.is_dir()
+    (folder / "stray").mkdir()  # no tutor-run.json: not a run
+    assert runs.runs(ws, "physics", "answer") == sorted(made.values())
+    assert runs.latest_adapter(ws, "physics", "answer") == made["20250102", "grpo"]
+    assert runs.unfinished(ws, "physics", "answer", "sft") == made["20250103", "sft"]
+    assert runs.latest_adapter(ws, "physics", "diagram") is None
+    with pytest.raises(TutorError, match="^nothing to resume: physics has no unfinished sft run of the diagram role"):
+        runs.unfinished(ws, "physics", "diagram", "sft")
+    with pytest.raises(TutorError, match=r"stray: not a finished tutor adapter \(no tutor-adapter.json\)"):
+        runs.read_meta(folder / "stray")
 
 
 # --- GRPO ----------------------------------------------------------------------------------
@@ -246,10 +334,10 @@ def test_grpo_reinforces_the_sft_adapter_with_the_answer_rewards(sft_run, worksp
     code, out = invoke("--subject", "physics", "train", "grpo", "--max-steps", "2", "--generations", "2", "--prompts-per-step", "1",
                        "--max-completion", "12", workspace=workspace)
     assert code == 0, out
-    run = tr.latest_adapter(Workspace(workspace), "physics", "answer")
-    meta = tr.read_meta(run)
+    run = runs.latest_adapter(Workspace(workspace), "physics", "answer")
+    meta = runs.read_meta(run)
     assert run.name.endswith("-grpo") and meta["method"] == "grpo" and meta["task"] == "answer"
-    assert Path(meta["start_from"]).parent == run.parent and tr.read_meta(Path(meta["start_from"]))["subject"] == "physics"
+    assert Path(meta["start_from"]).parent == run.parent and runs.read_meta(Path(meta["start_from"]))["subject"] == "physics"
     assert set(meta["rewards"]) == {"mcq-correct", "mark-points", "format-length"}
     assert meta["metrics"]["steps"] == 2 and set(meta["metrics"]["rewards_last"]) == set(meta["rewards"])
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -298,11 +386,13 @@ def test_reward_functions_see_groups_questions_and_the_renderer(tmp_path):
     assert batch.groups == [0, 0, 1, 1] and batch.prompts == ["p1", "p1", "p2", "p2"] and batch.questions[0] is not None
     assert fn.__name__ == "spy"
 
-    broken = tr.reward_function(Reward(name="broken", description="x", task="answer", score=lambda b: [2.0] * len(b)), "answer", physics, bank, None)
+    too_high = Reward(name="broken", description="x", task="answer", score=lambda b: [2.0] * len(b))
+    broken = tr.reward_function(too_high, "answer", physics, bank, None)
     with pytest.raises(TutorError, match=r"reward 'broken' must return 4 scores in \[0, 1\]"):
         broken(prompts=prompts, completions=completions, id=["e1"] * 4, question_id=[mcq.id] * 4, format=[""] * 4)
 
-    compiles = tr.reward_function(registry().rewards["diagram-compiles"], "diagram", physics, bank, tr._compiler(physics, Workspace(tmp_path)))
+    compiler = tr._compiler(physics, Workspace(tmp_path))
+    compiles = tr.reward_function(registry().rewards["diagram-compiles"], "diagram", physics, bank, compiler)
     good = "```latex\n\\begin{tikzpicture}\\draw (0,0) -- (1,1);\\end{tikzpicture}\n```"
     bad = "```latex\n\\begin{tikzpicture}\\draw (0,0) -- ;\\undefinedmacro\\end{tikzpicture}\n```"
     scores = compiles(prompts=prompts[:2], completions=[[{"role": "assistant", "content": good}], [{"role": "assistant", "content": bad}]],
@@ -389,11 +479,12 @@ def test_two_processes_train_one_adapter_with_torchrun(workspace, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("adapter: ") == 1  # rank 0 reports for both
-    runs = tr.runs(Workspace(own), "physics", "diagram")
-    assert len(runs) == 1  # rank 0 named it and both ranks wrote into it
-    meta = tr.read_meta(runs[0])
+    found = runs.runs(Workspace(own), "physics", "diagram")
+    assert len(found) == 1  # rank 0 named it and both ranks wrote into it
+    meta = runs.read_meta(found[0])
     assert meta["metrics"]["processes"] == 2 and meta["metrics"]["steps"] == 2 and meta["metrics"]["eval_loss_after"] is not None
-    assert (runs[0] / "adapter_model.safetensors").is_file()
+    assert meta["metrics"]["trained_tokens"] > 0  # both processes' tokens, gathered
+    assert (found[0] / "adapter_model.safetensors").is_file()
 
 
 # --- the embedded model ------------------------------------------------------------------------
@@ -403,7 +494,6 @@ def test_two_processes_train_one_adapter_with_torchrun(workspace, tmp_path):
 def test_embedded_model_learns_physics_in_a_few_steps(tmp_path_factory, tmp_path):
     """SmolLM2-135M on the physics sample bank: the loss falls, the adapter reloads and changes the model, economics refuses it."""
     import torch
-
     from tutor.ask import load_for_inference
     from tutor.basemodels import materialise_embedded
 
@@ -414,8 +504,8 @@ def test_embedded_model_learns_physics_in_a_few_steps(tmp_path_factory, tmp_path
         assert invoke("--subject", "physics", "dataset", "build", "--role", "answer", workspace=tmp_path)[0] == 0
         code, out = invoke("--subject", "physics", "train", "--max-steps", "4", "--lr", "0.0005", workspace=tmp_path)
         assert code == 0, out
-        run = tr.latest_adapter(Workspace(tmp_path), "physics", "answer")
-        meta = tr.read_meta(run)
+        run = runs.latest_adapter(Workspace(tmp_path), "physics", "answer")
+        meta = runs.read_meta(run)
         assert (meta["subject"], meta["role"], meta["base_model"], meta["metrics"]["steps"]) == ("physics", "answer", "smollm2-135m", 4)
         assert meta["metrics"]["eval_loss_after"] < meta["metrics"]["eval_loss_before"]
 

@@ -19,9 +19,11 @@ _PUBLIC = {
     "hookimpl": "hookspecs",
     **dict.fromkeys(["DiagramMarker", "find_diagrams"], "markers"),
     **dict.fromkeys(["Diagram", "DiagramFormat", "Evaluator", "Exemplar", "GoldAnswer", "LevelDescriptor", "MarkPoint", "MarkScheme",
-                     "Part", "Question", "QuestionSource", "QuestionType", "Reward", "RewardBatch", "Score", "Source", "Subject"], "models"),
+                     "Part", "Question", "QuestionSource", "QuestionType", "Reward", "RewardBatch", "Score", "Source",
+                     "Subject"], "models"),
     "get_subject": "registry",
-    **dict.fromkeys(["Bank", "load_bank", "read_question_types"], "bank"),
+    **dict.fromkeys(["Bank", "load_bank"], "bank"),
+    "read_question_types": "package",
 }
 __all__ = sorted(_PUBLIC)
 
@@ -39,10 +41,28 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
-    from .bank import Bank, load_bank, read_question_types
-    from .errors import Problem, TutorError, UnknownName, ValidationFailed
-    from .hookspecs import hookimpl
-    from .markers import DiagramMarker, find_diagrams
-    from .models import (Diagram, DiagramFormat, Evaluator, Exemplar, GoldAnswer, LevelDescriptor, MarkPoint, MarkScheme, Part, Question,
-                         QuestionSource, QuestionType, Reward, RewardBatch, Score, Source, Subject)
-    from .registry import get_subject
+    from .bank import Bank, load_bank  # noqa: F401
+    from .errors import Problem, TutorError, UnknownName, ValidationFailed  # noqa: F401
+    from .hookspecs import hookimpl  # noqa: F401
+    from .markers import DiagramMarker, find_diagrams  # noqa: F401
+    from .models import (  # noqa: F401
+        Diagram,
+        DiagramFormat,
+        Evaluator,
+        Exemplar,
+        GoldAnswer,
+        LevelDescriptor,
+        MarkPoint,
+        MarkScheme,
+        Part,
+        Question,
+        QuestionSource,
+        QuestionType,
+        Reward,
+        RewardBatch,
+        Score,
+        Source,
+        Subject,
+    )
+    from .package import read_question_types  # noqa: F401
+    from .registry import get_subject  # noqa: F401

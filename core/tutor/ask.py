@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from . import runs
 from .console import say as _say  # the default for `say`: a status line on stderr
 from .errors import TutorError, UnknownName
 from .registry import SubjectKit
@@ -56,14 +57,12 @@ class _Bank:
 
 def _bank(kit: SubjectKit, workspace: Workspace) -> _Bank:
     """The bank the answer dataset was built from, else the one `dataset build` would choose."""
-    import json
-
     from . import dataset as ds
     from .bank import load_bank
 
-    meta = ds.dataset_dir(workspace, kit.name, "answer") / ds.META
-    if meta.is_file():
-        where = json.loads(meta.read_text(encoding="utf-8")).get("bank_path")
+    folder = ds.dataset_dir(workspace, kit.name, "answer")
+    if (folder / ds.META).is_file():
+        where = runs.read_meta(folder, ds.META).get("bank_path")
         if where and Path(where).exists():
             return _Bank(load_bank(kit, Path(where)), where)
     bank, label, _ = ds.choose_bank(kit, workspace)
@@ -82,26 +81,20 @@ def draw(workspace: Workspace, fmt, reply: str) -> str:
     return f"diagram: {result.png}" if result.ok else f"diagram does not compile: {result.error}"
 
 
-
-
 def load_for_inference(workspace: Workspace, subject: str, role: str, *, adapter: Path | None = None, base_only: bool = False,
                        base: str | None = None, say: Callable[[str], None] = _say):
     """(model, tokenizer, adapter folder or None): the base model plus the subject's latest adapter of `role`."""
     import torch
 
     from .basemodels import load_model, load_tokenizer
-    from .train import latest_adapter, read_meta
 
     if not base_only:
-        adapter = adapter or latest_adapter(workspace, subject, role)
+        adapter = adapter or runs.latest_adapter(workspace, subject, role)
         if adapter is None:
             raise TutorError(f"{subject} has no trained {role} adapter yet: run `tutor --subject {subject} train --role {role}` "
                              f"(or ask with --base for the untrained model)")
-        meta = read_meta(adapter)
-        if meta.get("subject") != subject:
-            raise TutorError(f"the adapter {adapter} belongs to {meta.get('subject')!r}: refusing to answer {subject} with it")
-        if meta.get("role") != role:
-            raise TutorError(f"the adapter {adapter} is the {meta.get('role')} role's: ask with --role {meta.get('role')}")
+        meta = runs.read_meta(adapter)
+        runs.check_bound(meta, subject, role, f"the adapter {adapter}", f"answer {subject} with it")
         base = meta["base_model"]
     # fp32 on a CPU: bf16 decoding there drifts from what was measured in training, for no gain at this size.
     model = load_model(base, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32, say=say)

@@ -138,7 +138,8 @@ def resolve(name: str | None = None, *, materialise: bool = True, say: Callable[
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise TutorError(f"{path}: not a model folder (no config.json); give a folder saved with save_pretrained, a Hugging Face id or a preset: {', '.join(PRESETS)}")
+            raise TutorError(f"{path}: not a model folder (no config.json); give a folder saved with save_pretrained, "
+                             f"a Hugging Face id or a preset: {', '.join(PRESETS)}")
         return BaseModelRef(name, "local", str(path.resolve()))
     # A hub id has exactly one slash; anything else with a slash can only be a folder.
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")

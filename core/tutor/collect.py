@@ -12,7 +12,6 @@ bank, so nothing is lost and nothing is doubled.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import json
@@ -25,9 +24,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .answers import question_text
 from .bank import QUESTIONS, _Checker
 from .errors import Problem, TutorError
-from .jsonl import append_jsonl, iter_jsonl, repair_tail
+from .jsonl import NEWLINES, append_jsonl, import_dicts, iter_jsonl, repair_tail, text_lines
 from .models import Model, Question, Source
 from .neardup import NearDuplicate, NearDuplicateIndex
 from .registry import SubjectKit
@@ -44,10 +44,7 @@ BATCH = 500  # questions per fsynced append: a crash loses at most one batch, wh
 # rest of the file is lost. Reading goes up to READ_LIMIT, so a big cell costs only its row.
 CELL_LIMIT = 128 * 1024  # characters in one cell: more is a pasted file or a stray quote, not a question
 READ_LIMIT = 16 * 2**20  # characters csv reads into one cell at all: more, and the file is not a bank
-LINE_LIMIT = 64 * 2**20  # characters on one physical line, so a file without line breaks cannot fill memory
 ROW_LIKE = 2  # whole rows inside one quoted cell that make it a quote left open, not a cell with line breaks
-_NEWLINES = re.compile(r"\r\n|\r|\n")  # what csv (and an editor) count as line breaks
-_LF = re.compile(r"\n")  # JSON Lines: a raw \r can only be whitespace inside a record
 
 
 def read_csv(location: str, encoding: str = "utf-8-sig", delimiter: str | None = None) -> Iterator[tuple[str, dict]]:
@@ -104,7 +101,7 @@ def _csv_records(path: Path, encoding: str, delimiter: str) -> Iterator[_Record]
     lines: list[str] = []  # the physical lines of the record being read
 
     def feed() -> Iterator[str]:
-        for line in _decoded_lines(path, encoding, _NEWLINES):
+        for line in text_lines(path, encoding, NEWLINES):
             lines.append(line)
             yield line
 
@@ -161,7 +158,7 @@ def _field_count(line: str, delimiter: str) -> int:
 
 def _sniff(path: Path, encoding: str) -> str:
     sample: list[str] = []
-    for line in _decoded_lines(path, encoding, _NEWLINES):
+    for line in text_lines(path, encoding, NEWLINES):
         sample.append(line)
         if sum(map(len, sample)) >= 65536:
             break
@@ -171,76 +168,14 @@ def _sniff(path: Path, encoding: str) -> str:
         return ","
 
 
-def _decoded_lines(path: Path, encoding: str, newline: re.Pattern) -> Iterator[str]:
-    """The file's physical lines, line breaks kept, decoded as they stream past.
-
-    A byte that is not valid `encoding` stops everything, naming its real line
-    and column: io's text wrapper decodes 8 KiB at a time, so its errors
-    cannot say where they are.
-    """
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)()
-    except LookupError:
-        raise TutorError(f"unknown encoding {encoding!r}; e.g. utf-8, gbk, cp1252, latin-1") from None
-    number, pending = 1, ""  # pending: a line whose end has not been read yet
-    with open(path, "rb") as handle:
-        while True:
-            raw = handle.readline(1 << 20)  # by line, so the pending text stays one line long
-            try:
-                pending += decoder.decode(raw, final=not raw)
-            except UnicodeError as err:
-                raise _not_encoding(path, encoding, number, pending, err) from None
-            start = 0
-            for match in newline.finditer(pending):
-                if match.group() == "\r" and match.end() == len(pending) and raw:
-                    break  # maybe the first half of a \r\n: wait for the rest
-                yield pending[start:match.end()]
-                number, start = number + 1, match.end()
-            pending = pending[start:]
-            if len(pending) > LINE_LIMIT:
-                raise TutorError(f"{path}:{number}: line {number} is longer than {LINE_LIMIT:,} characters; is this a text file? "
-                                 "Nothing was imported from this file")
-            if not raw:
-                if pending:
-                    yield pending
-                return
-
-
-def _not_encoding(path: Path, encoding: str, number: int, pending: str, err: UnicodeError) -> TutorError:
-    """The error for a byte that is not `encoding`, at its line and column (what an editor shows)."""
-    if isinstance(err, UnicodeDecodeError):
-        try:
-            before = pending + err.object[:err.start].decode(encoding, errors="replace")
-        except UnicodeError:  # e.g. the middle of a UTF-16 file, which has no byte order mark
-            before = pending
-        lines = _NEWLINES.split(before)
-        number += len(lines) - 1
-        what = f"byte {err.object[err.start]:#04x} at column {len(lines[-1]) + 1}"
-    else:
-        what = str(err)
-    return TutorError(f"{path}:{number}: not valid {encoding} ({what}); nothing was imported; pass --encoding, e.g. --encoding gbk")
-
-
 def read_jsonl_records(location: str, encoding: str = "utf-8-sig", **_: Any) -> Iterator[tuple[str, dict]]:
     """Objects of a JSON Lines file, each with "file:line"; a bad line yields {"__error__": why}.
 
-    Like a CSV file, the whole file's encoding is checked before the first
-    record: a file in another encoding than --encoding says is wrong as a
-    whole, and importing the lines that happen to decode would split it.
+    The file's encoding is checked whole before the first record (jsonl.import_dicts).
     """
     path = Path(location)
-    for _line in _decoded_lines(path, encoding, _LF):
-        pass
-    for number, line in enumerate(_decoded_lines(path, encoding, _LF), start=1):
-        where = f"{path}:{number}"
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            yield where, {"__error__": f"not valid JSON: {err.msg} at column {err.colno}"}
-            continue
-        yield where, record if isinstance(record, dict) else {"__error__": "expected a JSON object"}
+    for number, record, why in import_dicts(path, encoding):
+        yield f"{path}:{number}", record if record is not None else {"__error__": why}
 
 
 # --- mapping a foreign record onto the Question schema ----------------------------------
@@ -250,7 +185,7 @@ def read_jsonl_records(location: str, encoding: str = "utf-8-sig", **_: Any) -> 
 class Mapping:
     """Which of their columns holds each of our fields, and defaults for missing ones.
 
-    TOML form (see docs/collect.md):
+    TOML form (see docs/collecting.md):
         [columns]
         stem = "Question"
         options = ["Option A", "Option B", "Option C", "Option D"]
@@ -279,7 +214,8 @@ class Mapping:
                 name, sep, value = item.partition("=")
                 if not sep:
                     raise TutorError(f"{item!r} must be FIELD=VALUE")
-                target[name.strip()] = [v.strip() for v in value.split(",")] if name.strip() == "options" and "," in value else value.strip()
+                listed = name.strip() == "options" and "," in value
+                target[name.strip()] = [v.strip() for v in value.split(",")] if listed else value.strip()
         bad = sorted((set(mapping.columns) | set(mapping.defaults)) - set(FIELDS))
         if bad:
             raise TutorError(f"unknown field(s) {bad} in the mapping; valid: {', '.join(FIELDS)}")
@@ -334,7 +270,8 @@ def to_question_data(fields: dict, subject: str, source: Source) -> dict:
         data["key"] = data["key"].strip().strip("()[]. ").upper()
     scheme = data.get("mark_scheme")
     if isinstance(scheme, str):
-        data["mark_scheme"] = _json("mark_scheme", scheme) if scheme.strip().startswith("{") else _scheme_from_text(scheme, data.get("parts"))
+        is_json = scheme.strip().startswith("{")
+        data["mark_scheme"] = _json("mark_scheme", scheme) if is_json else _scheme_from_text(scheme, data.get("parts"))
     elif scheme is None and data.get("key") and data.get("options"):
         data["mark_scheme"] = {"points": [{"text": data["key"]}]}  # for an MCQ the key is the scheme
     if data.get("marks") is None and data.get("options"):
@@ -426,7 +363,7 @@ class Importer:
         if self.report.bank.exists():  # what earlier imports collected: never imported twice
             for _, question in iter_jsonl(self.report.bank, Question, []):
                 self._seen.add(question.id)
-                self._near.add(question.id, _text(question))
+                self._near.add(question.id, question_text(question))
         if (self.bank_dir / REJECTS).exists():
             for _, reject in iter_jsonl(self.bank_dir / REJECTS, _Reject, []):
                 self._rejected.add(_reject_key(reject.where, reject.row))
@@ -457,16 +394,18 @@ class Importer:
                 report.already_rejected += 1
                 return
             self._rejected.add(key)
-            append_jsonl(self.bank_dir / REJECTS, [_Reject(file=file, line=int(line) if line.isdigit() else None, where=where, reason=reason, row=row)])
+            reject = _Reject(file=file, line=int(line) if line.isdigit() else None, where=where, reason=reason, row=row)
+            append_jsonl(self.bank_dir / REJECTS, [reject])
             return
         if question.id in self._seen:
             report.duplicate += 1
             return
         self._seen.add(question.id)
-        if pairs := self._near.add(question.id, _text(question)):
+        if pairs := self._near.add(question.id, question_text(question)):
             report.near_duplicate += 1
             report.near_pairs += pairs
-            append_jsonl(self.bank_dir / NEAR_DUPLICATES, [_Near(id=p.new_id, similar_to=p.old_id, similarity=p.similarity, where=where) for p in pairs])
+            near = [_Near(id=p.new_id, similar_to=p.old_id, similarity=p.similarity, where=where) for p in pairs]
+            append_jsonl(self.bank_dir / NEAR_DUPLICATES, near)
         self._batch.append(question)
         report.imported += 1
         if len(self._batch) >= BATCH:
@@ -479,7 +418,8 @@ class Importer:
 
 # Text that addresses a model rather than a student. Hidden copies are already
 # dropped with the HTML; a visible one means the page is not a plain question.
-_INSTRUCTIONS = re.compile(r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|all)\b.{0,20}\b(instructions|prompts?|rules)\b|\bsystem prompt\b", re.IGNORECASE)
+_INSTRUCTIONS = re.compile(r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|all)\b.{0,20}\b(instructions|prompts?|rules)\b"
+                           r"|\bsystem prompt\b", re.IGNORECASE)
 
 
 def _question(kit: SubjectKit, row: dict, where: str, mapping: Mapping) -> tuple[Question | None, str]:
@@ -494,9 +434,10 @@ def _question(kit: SubjectKit, row: dict, where: str, mapping: Mapping) -> tuple
         question = Question.model_validate(to_question_data(mapping.apply(row), kit.name, source))
     except (ValueError, ValidationError) as err:
         if isinstance(err, ValidationError):
-            return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'question'}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+            return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'question'}: {e['msg'].removeprefix('Value error, ')}"
+                                   for e in err.errors())
         return None, str(err)
-    text = _text(question)
+    text = question_text(question)
     if _INSTRUCTIONS.search(text):
         return None, "the text reads as instructions to a model, not an exam question: check the source by hand"
     problems: list[Problem] = []
@@ -504,10 +445,6 @@ def _question(kit: SubjectKit, row: dict, where: str, mapping: Mapping) -> tuple
     if problems:
         return None, "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in problems)
     return question, ""
-
-
-def _text(question: Question) -> str:
-    return " ".join([question.stem, *(p.text for p in question.parts), *question.options.values()])
 
 
 def _reject_key(where: str, row: dict) -> bytes:

@@ -34,7 +34,8 @@ TEACHER_PRESETS: dict[str, dict] = {
         "temperature": 0.7, "max_tokens": 4096, "price_input": 2.0, "price_output": 8.0,
     },
     "ollama": {"base_url": "http://127.0.0.1:11434/v1", "api_key_env": "", "max_tokens": 4096, "price_input": 0.0, "price_output": 0.0},
-    "local": {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "", "max_tokens": 4096, "price_input": 0.0, "price_output": 0.0},  # vLLM, tutor serve
+    # vLLM, tutor serve
+    "local": {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "", "max_tokens": 4096, "price_input": 0.0, "price_output": 0.0},
 }
 # What neither tutor.toml nor the preset sets.
 _TEACHER_DEFAULTS = {"max_tokens": 4096, "concurrency": 16, "timeout": 600.0, "deadline": 1800.0, "backoff": 1.0, "stream": True,
@@ -60,14 +61,17 @@ class TeacherConfig(Model):
     deadline: float | None = Field(default=None, gt=0, description="Seconds one item may take over all its retries.")
     retry_timeouts: int | None = Field(default=None, ge=0, description="Times a request that timed out is sent again; 0: never. "
                                        "Each may be billed: a provider keeps generating after the client gives up.")
-    backoff: float | None = Field(default=None, ge=0, description="Seconds before retrying a failure the server gave no Retry-After for; doubles each time, up to 60.")
-    stream: bool | None = Field(default=None, description="Stream replies (server-sent events); turn off for servers without stream_options.")
+    backoff: float | None = Field(default=None, ge=0, description="Seconds before retrying a failure the server gave no Retry-After for; "
+                                  "doubles each time, up to 60.")
+    stream: bool | None = Field(default=None, description="Stream replies (server-sent events); "
+                                "turn off for servers without stream_options.")
     budget_requests: int | None = Field(default=None, ge=0, description="Stop a run after this many requests sent.")
     budget_tokens: int | None = Field(default=None, ge=0, description="Stop a run after this many tokens (prompt + completion) used.")
     price_input: float | None = Field(default=None, ge=0, description="US$ per million prompt tokens, for cost estimates.")
     price_output: float | None = Field(default=None, ge=0, description="US$ per million completion tokens, for cost estimates.")
     reasoning_tokens: int | None = Field(default=None, ge=0, description="Reasoning tokens expected per reply, for --dry-run estimates.")
-    repair_rounds: int | None = Field(default=None, ge=0, le=10, description="Times a diagram that does not compile is sent back with its error.")
+    repair_rounds: int | None = Field(default=None, ge=0, le=10,
+                                      description="Times a diagram that does not compile is sent back with its error.")
 
     @field_validator("preset")
     @classmethod
@@ -79,7 +83,8 @@ class TeacherConfig(Model):
     def resolve(self, environ: dict[str, str] | None = None) -> TeacherConfig:
         """Every value filled: built-in defaults < preset < tutor.toml < TUTOR_TEACHER_* variables."""
         environ = os.environ if environ is None else environ
-        from_env = {name: environ[f"TUTOR_TEACHER_{name.upper()}"] for name in type(self).model_fields if f"TUTOR_TEACHER_{name.upper()}" in environ}
+        from_env = {name: environ[f"TUTOR_TEACHER_{name.upper()}"] for name in type(self).model_fields
+                    if f"TUTOR_TEACHER_{name.upper()}" in environ}
         try:
             preset = TeacherConfig(preset=from_env.get("preset", self.preset)).preset
             given = {k: v for k, v in self.model_dump().items() if v is not None}
@@ -95,7 +100,8 @@ class TeacherConfig(Model):
 class ModelConfig(Model):
     """[model] in tutor.toml: the base model every subject's adapters are trained from."""
 
-    base: str = Field(default="smollm2-135m", description="A preset (`tutor models list`), a Hugging Face id (org/name) or a local model folder.")
+    base: str = Field(default="smollm2-135m", description="A preset (`tutor models list`), a Hugging Face id (org/name) "
+                      "or a local model folder.")
 
 
 class GrpoConfig(Model):
@@ -103,7 +109,8 @@ class GrpoConfig(Model):
 
     max_steps: int = Field(default=20, ge=1, description="Optimizer steps.")
     generations: int = Field(default=4, ge=2, description="Completions sampled per prompt; rewards are compared within each group.")
-    prompts_per_step: int = Field(default=2, ge=1, description="Distinct prompts per step (the batch is prompts_per_step x generations completions).")
+    prompts_per_step: int = Field(default=2, ge=1, description="Distinct prompts per step "
+                                  "(the batch is prompts_per_step x generations completions).")
     max_completion: int = Field(default=192, ge=8, description="Longest completion, in tokens.")
     learning_rate: float = Field(default=5e-6, gt=0)
     beta: float = Field(default=0.0, ge=0, description="KL penalty towards the SFT model; 0 needs no reference model (half the memory).")
@@ -120,19 +127,22 @@ class TrainConfig(Model):
     seed: int = Field(default=0, description="Seed of the split, the identity examples' order and training.")
     validation: float = Field(default=0.1, ge=0, lt=1, description="Share of each question type held out for validation.")
     test: float = Field(default=0.1, ge=0, lt=1, description="Share of each question type held out for test; never trained on.")
-    identity_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of the answer role's train split that is identity examples ('who are you').")
+    identity_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of the answer role's train split "
+                                  "that is identity examples ('who are you').")
     identity_name: str | None = Field(default=None, description="What the tutor calls itself; default '<Subject> Tutor'.")
     identity_maker: str = Field(default="the tutor project", min_length=1, description="Who the tutor says made it.")
-    max_length: int = Field(default=2048, ge=16, description="Longest example in tokens: the dataset card counts longer ones, training truncates them.")
+    max_length: int = Field(default=2048, ge=16, description="Longest example in tokens: the dataset card counts longer ones, "
+                            "training truncates them.")
     # LoRA SFT
-    backend: Literal["auto", "peft", "unsloth"] = Field(default="auto", description="auto: Unsloth when a CUDA GPU and unsloth are present, else peft + trl.")
+    backend: Literal["auto", "peft", "unsloth"] = Field(default="auto", description="auto: Unsloth when a CUDA GPU and unsloth are "
+                                                        "present, else peft + trl.")
     epochs: float = Field(default=3.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps (wins over epochs).")
     max_minutes: float | None = Field(default=None, gt=0, description="Stop (and save) after this much training time.")
     batch_size: int = Field(default=4, ge=1, description="Examples per optimizer step, per process.")
     micro_batch: int | None = Field(default=None, ge=1, description="Examples per forward pass; the rest is gradient accumulation. "
-                                    "Default: 1 on a CPU (no padding, so no attention mask: measured as fast as 4 and a third of the memory), "
-                                    "batch_size on a GPU.")
+                                    "Default: 1 on a CPU (no padding, so no attention mask: measured as fast as 4 and a third of the "
+                                    "memory), batch_size on a GPU.")
     learning_rate: float = Field(default=2e-4, gt=0)
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     lora_r: int = Field(default=16, ge=1)
@@ -140,9 +150,10 @@ class TrainConfig(Model):
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     lora_targets: list[str] | None = Field(default=None, description="Module names LoRA adapts; default every linear layer of the block.")
     packing: bool | None = Field(default=None, description="Pack examples into rows without padding. Default: where a varlen attention "
-                                 "kernel makes that pay (CUDA with unsloth or flash-attn); else batches of similar length, padded to the longest.")
-    precision: Literal["auto", "bf16", "fp32"] = Field(default="auto", description="auto: bf16 mixed precision on a GPU or CPU with native bf16 "
-                                                       "(AMX or AVX512-BF16), else fp32. LoRA weights stay fp32 either way.")
+                                 "kernel makes that pay (CUDA with unsloth or flash-attn); else batches of similar length, "
+                                 "padded to the longest.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(default="auto", description="auto: bf16 mixed precision on a GPU or CPU with "
+                                                       "native bf16 (AMX or AVX512-BF16), else fp32. LoRA weights stay fp32 either way.")
     gradient_checkpointing: bool | None = Field(default=None, description="Recompute activations to save memory. Default: on a GPU only "
                                                 "(on a CPU memory is plenty and it costs a third more compute).")
     save_steps: int = Field(default=25, ge=1, description="Checkpoint every this many steps (--resume restarts from the last).")

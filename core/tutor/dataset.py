@@ -46,13 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, runs
+from .answers import question_text
 from .bank import Bank
+from .config import TrainConfig
 from .errors import TutorError, UnknownName
 from .models import Question, content_id
 from .registry import SubjectKit
 from .runs import ROLES
-from .config import TrainConfig
 from .workspace import Workspace
 
 SPLITS = ("train", "validation", "test")
@@ -124,12 +125,6 @@ def tutor_messages(kit: SubjectKit, question: Question, user_dirs: Iterable[Path
     env = _environment(kit, user_dirs)
     user = env.from_string(_REQUEST).render(subject=kit.subject, question=question, type=kit.type(question.type)).strip()
     return [{"role": "system", "content": tutor_system_prompt(kit, user_dirs)}, {"role": "user", "content": user}]
-
-
-def question_text(question: Question) -> str:
-    """What the student reads, without the template's framing: the text leakage is checked on."""
-    parts = [question.stem, *(p.text for p in question.parts), *(f"{k} {v}" for k, v in sorted(question.options.items()))]
-    return "\n".join(parts)
 
 
 def answer_examples(kit: SubjectKit, bank: Bank, user_dirs: Iterable[Path] = ()) -> list[Example]:
@@ -290,7 +285,8 @@ def bank_units(bank: Bank) -> list[Unit]:
         if question_id in known:
             continue
         for diagram in mine:
-            units.append(Unit(f"diagram:{diagram.id}", f"diagram/{diagram.format}", [diagram.description], [diagram.description, diagram.code]))
+            units.append(Unit(f"diagram:{diagram.id}", f"diagram/{diagram.format}", [diagram.description],
+                              [diagram.description, diagram.code]))
     return units
 
 
@@ -548,6 +544,7 @@ def build(kit: SubjectKit, bank: Bank, role: str, settings: TrainConfig, *, toke
             lengths = token_lengths(tokenizer, splits[name])
             tokens[name] = token_stats(lengths, settings.max_length)
             tokens[name]["per_group"] = _per_group_tokens(role, splits[name], lengths)
+            tokens[name]["over_max_length_ids"] = [e.id for e, (n, _) in zip(splits[name], lengths) if n > settings.max_length]
     answered = {g.question_id for g in bank.answers}
     meta = {
         "subject": kit.name, "role": role, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -645,7 +642,8 @@ def card(built: BuiltDataset) -> str:
         "---",
         f"# {subject}: {role} dataset",
         "",
-        f"Built by `tutor --subject {subject} dataset build --role {role}` (tutor {meta['tutor']}) on {meta['created']}, from {meta['bank']}.",
+        f"Built by `tutor --subject {subject} dataset build --role {role}` (tutor {meta['tutor']}) on {meta['created']}, "
+        f"from {meta['bank']}.",
         "",
         f"Each example is a chat (`messages`): {ROLE_TEXT[role]}.",
         "",
@@ -679,10 +677,12 @@ def card(built: BuiltDataset) -> str:
     if meta["tokens"]:
         lines += [f"Counted with the tokenizer and chat template of `{meta['tokenizer']}`; \"reply\" is the assistant turn, "
                   f"the part the loss is taken on. Longer than max_length ({settings['max_length']}) would be truncated in training.", ""]
-        lines += _md_table(["split", "examples", "tokens", "mean", "median", "p95", "max", "reply mean", "reply max", f"> {settings['max_length']}"], [
-            [s, str(t["examples"]), str(t["tokens"]), *(_number(t.get(k)) for k in ("mean", "median", "p95", "max", "reply_mean", "reply_max", "over_max_length"))]
-            for s, t in meta["tokens"].items()
-        ])
+        stats = ("mean", "median", "p95", "max", "reply_mean", "reply_max", "over_max_length")
+        headers = ["split", "examples", "tokens", "mean", "median", "p95", "max", "reply mean", "reply max", f"> {settings['max_length']}"]
+        lines += _md_table(headers, [[s, str(t["examples"]), str(t["tokens"]), *(_number(t.get(k)) for k in stats)]
+                                     for s, t in meta["tokens"].items()])
+        if too_long := [i for t in meta["tokens"].values() for i in t.get("over_max_length_ids", [])]:
+            lines += ["", f"Longer than max_length: {', '.join(f'`{i}`' for i in too_long)}."]
         groups = sorted({g for t in meta["tokens"].values() for g in t.get("per_group", {})})
         lines += ["", f"Mean (max) tokens per example, by {group}:", ""]
         lines += _md_table([group, *SPLITS], [
@@ -701,8 +701,8 @@ def card(built: BuiltDataset) -> str:
         [s, str(r["checked"]), str(len(r["exact"])), str(len(r["overlap"])), str(len(r["near"]))] for s, r in leak.items()
     ])
     if rules["rubric_grams"]:
-        lines += ["", f"{rules['rubric_grams']} {NGRAM}-grams found in the prompts of {RUBRIC} or more questions were taken as the exam's fixed "
-                      f"wording, not as overlap (e.g. \"{rules['rubric_example']}\")."]
+        lines += ["", f"{rules['rubric_grams']} {NGRAM}-grams found in the prompts of {RUBRIC} or more questions were taken as the exam's "
+                      f"fixed wording, not as overlap (e.g. \"{rules['rubric_example']}\")."]
     example = next(iter(built.splits["test"] or built.splits["train"]), None)
     if example:
         lines += ["", "## An example", ""]
@@ -772,12 +772,8 @@ def load(workspace: Workspace, subject: str, role: str, path: Path | None = None
         if path != dataset_dir(workspace, subject, role):
             raise TutorError(f"{path}: not a dataset built by tutor (no {META})")
         raise TutorError(f"no {role} dataset for {subject} at {path}: run `tutor --subject {subject} dataset build --role {role}`")
-    meta = json.loads((path / META).read_text(encoding="utf-8"))
-    if meta.get("subject") != subject:
-        raise TutorError(f"{path} is the {meta.get('subject')} {meta.get('role')} dataset: refusing to train {subject} on it "
-                         f"(physics must not be taught by the economics teacher)")
-    if meta.get("role") != role:
-        raise TutorError(f"{path} is the {meta.get('role')} dataset of {subject}, not its {role} dataset")
+    meta = runs.read_meta(path, META)
+    runs.check_bound(meta, subject, role, f"the dataset {path}", f"train {subject} on it")
     return load_from_disk(str(path)), meta
 
 
@@ -787,13 +783,30 @@ def summary_rows(built: BuiltDataset) -> list[tuple[str, ...]]:
     for name in SPLITS:
         examples = built.splits[name]
         tokens = (built.meta["tokens"] or {}).get(name, {})
-        rows.append((name, str(len(examples)), str(sum(e.kind == "identity" for e in examples)), str(tokens.get("mean", "-")), str(tokens.get("max", "-"))))
+        identity = sum(e.kind == "identity" for e in examples)
+        rows.append((name, str(len(examples)), str(identity), str(tokens.get("mean", "-")), str(tokens.get("max", "-"))))
     return rows
+
+
+def too_long_line(built: BuiltDataset, shown: int = 3) -> str | None:
+    """One warning line for the examples longer than max_length, counted, with the first few ids; None when there are none.
+
+    Training cuts such an example at max_length, so the end of its answer is never learnt
+    (and one whose prompt alone is too long is dropped).
+    """
+    tokens = built.meta["tokens"] or {}
+    ids = [i for name in SPLITS for i in tokens.get(name, {}).get("over_max_length_ids", [])]
+    if not ids:
+        return None
+    total = sum(len(examples) for examples in built.splits.values())
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return (f"{len(ids)} of {total} {built.role} examples are longer than max_length = {built.meta['settings']['max_length']} tokens "
+            f"and will be cut in training: {', '.join(ids[:shown])}{more} (raise [train] max_length; the card lists them all)")
 
 
 def leakage_line(built: BuiltDataset) -> str:
     leak = built.meta["leakage"].values()
     found = [sum(len(r[kind]) for r in leak) for kind in ("exact", "overlap", "near")]
     verdict = "passed" if not any(found) else "FAILED"
-    return (f"leakage check {verdict}: {sum(r['checked'] for r in leak)} held-out prompts against {len(built.splits['train'])} train examples, "
-            f"{found[0]} exact matches, {found[1]} {NGRAM}-gram overlaps, {found[2]} near duplicates")
+    return (f"leakage check {verdict}: {sum(r['checked'] for r in leak)} held-out prompts against {len(built.splits['train'])} "
+            f"train examples, {found[0]} exact matches, {found[1]} {NGRAM}-gram overlaps, {found[2]} near duplicates")

@@ -51,8 +51,8 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
-from functools import cache
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -183,7 +183,8 @@ class Renderer:
             error = self._compile(job, staging, notes)
             result = {"ok": error is None, "format": fmt.name, "error": asdict(error) if error else None, "warnings": notes}
             if error and error.message.startswith(NOT_THE_CODES_FAULT):
-                return Rendering(job.key, fmt.name, False, error=error, seconds=time.perf_counter() - start)  # could pass next time: not cached
+                # could pass next time: not cached
+                return Rendering(job.key, fmt.name, False, error=error, seconds=time.perf_counter() - start)
             (staging / "result.json").write_text(json.dumps(result), encoding="utf-8")
             try:
                 os.rename(staging, entry)  # atomic: readers see no entry or a whole one
@@ -291,7 +292,8 @@ class Renderer:
         }
         if formats_dir:
             env["TEXFORMATS"] = f"{formats_dir}:"  # trailing colon: then the default path
-        command = ["pdflatex", "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", *(["-ini"] if ini else []), *args]
+        command = ["pdflatex", "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
+                   *(["-ini"] if ini else []), *args]
         limits = self.limits
         process = subprocess.Popen(self.confined(command, writable=[jobdir], readable=[formats_dir] if formats_dir else []),
                                    cwd=jobdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -323,7 +325,8 @@ class Renderer:
         limits = self.limits
         # CPU: SIGXCPU at the soft limit, which we can name; SIGKILL a second later, at the hard one.
         if shutil.which("prlimit"):
-            prefix = ["prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--as={limits.memory_bytes}", f"--fsize={limits.file_bytes}", "--core=0", "--"]
+            prefix = ["prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--as={limits.memory_bytes}", f"--fsize={limits.file_bytes}",
+                      "--core=0", "--"]
         else:  # no util-linux: the same limits set by a small Python that then execs the command
             prefix = [sys.executable, "-c", _LIMIT_AND_EXEC, str(limits.cpu_s), str(limits.memory_bytes), str(limits.file_bytes)]
         if limits.sandbox != "off" and (problem := sandbox_problem()) is None:
@@ -348,7 +351,8 @@ class Renderer:
             with tempfile.TemporaryDirectory(prefix="tutor-fmt-") as tmp:
                 jobdir = Path(tmp)
                 (jobdir / "preamble.tex").write_text(fmt.document(""), encoding="utf-8")
-                error = self._pdflatex(jobdir, [f"-jobname={name}", "&pdflatex", "mylatexformat.ltx", "preamble.tex"], None, ini=True, jobname=name)
+                error = self._pdflatex(jobdir, [f"-jobname={name}", "&pdflatex", "mylatexformat.ltx", "preamble.tex"], None,
+                                       ini=True, jobname=name)
                 if error:
                     raise TutorError(f"diagram format {fmt.name!r}: its preamble does not compile: {_first_error(error)}")
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -536,7 +540,7 @@ def renderer_for(workspace, timeout: float | None = None) -> Renderer:
     """The workspace's renderer: its cache, and the limits and sandbox of [diagrams] in tutor.toml."""
     cfg = workspace.config().diagrams
     seconds = timeout or cfg.timeout
-    return Renderer(workspace.cache_dir / "diagrams", Limits(timeout_s=seconds, cpu_s=max(1, round(seconds)), sandbox=cfg.sandbox))
+    return Renderer(workspace.diagram_cache, Limits(timeout_s=seconds, cpu_s=max(1, round(seconds)), sandbox=cfg.sandbox))
 
 
 def require(name: str) -> None:
@@ -652,7 +656,8 @@ def _pdf_to_svg(pdf: Path, target: Path, timeout_s: float, confine: Callable[...
     os.close(fd)
     command = ["pdftocairo", "-svg", "-f", "1", "-l", "1", str(pdf), staged]
     try:
-        subprocess.run(confine(command, writable=[target.parent]) if confine else command, check=True, capture_output=True, timeout=timeout_s)
+        subprocess.run(confine(command, writable=[target.parent]) if confine else command,
+                       check=True, capture_output=True, timeout=timeout_s)
         os.replace(staged, target)
     finally:
         if os.path.exists(staged):
@@ -724,3 +729,26 @@ def extract_requests(kit, answers, questions) -> tuple[list, int]:
             if answer.question_id not in request.question_ids:
                 request.question_ids.append(answer.question_id)
     return list(requests.values()), markers
+
+
+SLUG_WORDS = 8  # of a description, in a picture's file name: enough to tell two pictures of one question apart
+
+
+def picture_names(diagrams) -> list[str]:
+    """A file name (no suffix) for each diagram's picture: `<question_id>-<slug of the description>`.
+
+    A person looking through a folder of pictures finds them by question and
+    by what they show, not by content hash. A diagram without a question is
+    named by its format. Names are unique within the list: a repeat gets -2, -3...
+    """
+    names, taken = [], set()
+    for diagram in diagrams:
+        words = re.findall(r"[a-z0-9]+", diagram.description.lower())[:SLUG_WORDS]
+        base = f"{diagram.question_id or diagram.format}-{'-'.join(words) or 'diagram'}"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        names.append(name)
+    return names

@@ -30,6 +30,15 @@ class PluginConflict(TutorError):
     """Two plugins registered the same name, e.g. both claim the subject 'physics'."""
 
 
+class PluginFailed(TutorError):
+    """A command needs a subject whose plugin failed (to import, or in one of its hooks): its error, not an empty result."""
+
+    def __init__(self, subject: str, failures: list):  # failures: tutor.plugins.Failure, each with its plugin, hook and error
+        where = "; ".join(f"plugin {f.plugin!r} failed " + ("to import" if f.hook == "import" else f"in {f.hook}") + f":\n  {f.detail}"
+                          for f in failures)
+        super().__init__(f"subject {subject!r} cannot be used: {where}")
+
+
 class ConfigError(TutorError):
     """The workspace's tutor.toml is missing a value or has a wrong one."""
 

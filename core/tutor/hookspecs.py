@@ -3,6 +3,12 @@
 Each hook receives a `register` callback and calls it once per thing it adds,
 so one plugin can add any number of things and the core knows which plugin
 added each. The core's own formats and evaluators arrive the same way.
+
+Hooks are called through pluggy, the core's implementations first (see
+tutor.plugins for the order and what tryfirst, trylast and wrappers do). A
+subject package needs none of the first four: its subject.toml, types.toml,
+formats.toml and templates/ stand for them. Build models inside the hook, not
+at import: every plugin module is imported for `tutor --help`.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ if TYPE_CHECKING:  # for the signatures only: importing the models costs start-u
 
     from .models import DiagramFormat, Evaluator, QuestionSource, QuestionType, Reward, Subject
 
-hookspec = pluggy.HookspecMarker("tutor")
-hookimpl = pluggy.HookimplMarker("tutor")
+PROJECT = "tutor"  # pluggy's project name and the entry-point group plugins are found by
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec

@@ -2,14 +2,16 @@
 
 Half of the plugin contract lives here (the other half is hookspecs.py). Every
 model forbids unknown fields, so a typo in a bank file is an error, not a
-silently ignored key.
+silently ignored key, and the error suggests the field that was meant.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
+import typing
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,18 +19,64 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .markers import DiagramMarker, find_diagrams, replace_diagrams
 
-Level = Literal["A-Level", "IGCSE"]
 QuestionFormat = Literal["mcq", "structured", "essay", "data-response", "calculation", "practical"]
 DiagramPolicy = Literal["none", "optional", "required"]
+# How a type's questions are marked; the bank checks every question against its type's style.
+Marking = Literal["points", "levels", "points-with-caps", "mixed"]
 SLUG = r"^[a-z][a-z0-9-]*$"
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _did_you_mean(cls, data: Any, handler: Callable) -> Any:
+        """An unknown field's error names the field that was probably meant (`stemm` -> `stem`).
+
+        Done once, by the outermost model, for every nested location: pydantic
+        keeps the errors a nested model's own validator rewrites as they were.
+        """
+        try:
+            return handler(data)
+        except ValidationError as err:
+            errors = err.errors()
+            if not any(e["type"] == "extra_forbidden" for e in errors):
+                raise
+            raise ValidationError.from_exception_data(err.title, [_with_suggestion(cls, e) for e in errors]) from None
+
+
+def _with_suggestion(model: type[BaseModel], error: dict) -> InitErrorDetails:
+    if error["type"] != "extra_forbidden":
+        return InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"], ctx=error.get("ctx", {}))
+    fields = _fields_at(model, error["loc"][:-1])
+    close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else (f"; valid: {', '.join(fields)}" if fields else "")
+    message = PydanticCustomError("extra_forbidden", "Extra inputs are not permitted" + hint)
+    return InitErrorDetails(type=message, loc=error["loc"], input=error["input"])
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the model reached by following `loc` (field names and list indexes) from `model`."""
+    current: Any = model
+    for step in loc:
+        if current is None or isinstance(step, int):  # a list index stays on the same model
+            continue
+        field_info = current.model_fields.get(step)
+        current = _model_in(field_info.annotation) if field_info else None
+    return list(current.model_fields) if current else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: X, list[X], X | None ... (None when it holds none)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, typing.get_args(annotation))), None)
 
 
 def _no_control_characters(text: str) -> str:
@@ -56,15 +104,18 @@ def content_id(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _fill_or_check_id(data: Any, expected: str) -> Any:
-    """Ids are derived from content: fill a missing one, reject a stale one."""
-    if isinstance(data, dict):
-        given = data.get("id")
-        if not given:
-            data = {**data, "id": expected}
-        elif given != expected:
-            raise ValueError(f"id {given!r} does not match the content; expected {expected!r}")
+def _fill_id(data: Any, expected: Callable[[dict], str]) -> Any:
+    """Ids are derived from content: a missing one is filled in before validation."""
+    if isinstance(data, dict) and not data.get("id"):
+        data = {**data, "id": expected(data)}
     return data
+
+
+def _check_id(given: str, expected: str) -> None:
+    """A stale id is checked after everything else, so that the root cause (a wrong part mark, an
+    unclosed marker) is what a user sees first: fixing it often makes the id right again."""
+    if given != expected:
+        raise ValueError(f"id {given!r} does not match the content; expected {expected!r} (`tutor bank ids --write` fixes ids and links)")
 
 
 # --- subjects and question types ------------------------------------------------
@@ -77,9 +128,15 @@ class Subject(Model):
     title: str = Field(description="Human name, e.g. 'Physics'.")
     syllabus: str = Field(description="The syllabuses the tutor is aimed at, e.g. 'Cambridge International A Level 9702'.")
     topics: list[str] = Field(min_length=1, description="Topic slugs every question's `topic` must come from.")
-    diagram_formats: list[str] = Field(default_factory=list, description="Diagram formats this subject's diagram model writes, most used first.")
-    bank: Path | None = Field(default=None, description="Directory of the bundled sample bank (questions.jsonl, answers.jsonl, diagrams.jsonl).")
-    train: dict[str, Any] = Field(default_factory=dict, description="This subject's training defaults: keys of [train] in tutor.toml (e.g. epochs, lora_r).")
+    levels: dict[str, str] = Field(default_factory=dict, description=(
+        "The levels its question types are set at, each with the qualification it stands for, e.g. "
+        "{'AS': 'Cambridge International AS Level Biology (9700)', 'A Level': ..., 'IGCSE': ...}. A type's `level` must be one of them."))
+    diagram_formats: list[str] = Field(default_factory=list,
+                                       description="Diagram formats this subject's diagram model writes, most used first.")
+    bank: Path | None = Field(default=None,
+                              description="Directory of the bundled sample bank (questions.jsonl, answers.jsonl, diagrams.jsonl).")
+    train: dict[str, Any] = Field(default_factory=dict,
+                                  description="This subject's training defaults: keys of [train] in tutor.toml (e.g. epochs, lora_r).")
 
     @field_validator("topics")
     @classmethod
@@ -88,6 +145,13 @@ class Subject(Model):
             if not re.match(SLUG, topic):
                 raise ValueError(f"topic {topic!r} must be a lowercase slug like 'atomic-structure'")
         return topics
+
+    def level_problem(self, level: str) -> str | None:
+        """Why a question type cannot have `level` in this subject, or None when it can."""
+        if level in self.levels:
+            return None
+        valid = ", ".join(self.levels) or "(none: declare the subject's levels)"
+        return f"level {level!r} is not one of {self.name}'s levels; valid: {valid}"
 
 
 class Exemplar(Model):
@@ -109,14 +173,28 @@ class QuestionType(Model):
     subject: str = Field(description="Name of the subject this type belongs to.")
     id: str = Field(pattern=SLUG, description="Slug unique within the subject, e.g. 'alevel-25'.")
     name: str = Field(description="Human name, e.g. 'A-Level 25-mark essay'.")
-    level: Level
+    level: str = Field(min_length=1, description="One of the subject's levels, e.g. 'A Level' or 'IGCSE'.")
     format: QuestionFormat
     marks: int | None = Field(default=None, ge=1, description="Marks of every question of this type; None when it varies.")
+    marking: Marking = Field(default="points", description=(
+        "How its questions are marked: 'points' (marking points), 'levels' (level descriptors), 'points-with-caps' "
+        "(marking points in sections, each capped: the question's parts), or 'mixed' (each part by points or by levels)."))
+    caps: list[int] = Field(default_factory=list, description=(
+        "For 'points-with-caps': the most marks each section earns, in order, e.g. [7, 8]; questions must have parts with these marks."))
     guide: str = Field(min_length=80, description="The full answering guide: structure, knowledge, analysis, evaluation, diagrams.")
     exemplars: list[Exemplar] = Field(min_length=1)
     diagrams: DiagramPolicy = Field(default="none", description="Whether gold answers of this type carry (DIAGRAM: ...) markers.")
     diagram_formats: list[str] = Field(default_factory=list, description="Formats its diagrams are drawn in.")
     answer_words: tuple[int, int] | None = Field(default=None, description="Expected length band (min, max) of a gold answer, in words.")
+
+    @field_validator("level")
+    @classmethod
+    def _declared_level(cls, level: str, info: ValidationInfo) -> str:
+        # Read from a subject's types.toml, the subject is known: check here, so the error has a line.
+        subject = (info.context or {}).get("subject")
+        if isinstance(subject, Subject) and (problem := subject.level_problem(level)):
+            raise ValueError(problem)
+        return level
 
     @model_validator(mode="after")
     def _consistent(self) -> QuestionType:
@@ -124,6 +202,12 @@ class QuestionType(Model):
             raise ValueError("a type that has diagrams must name its diagram_formats")
         if self.answer_words and self.answer_words[0] > self.answer_words[1]:
             raise ValueError("answer_words must be (min, max)")
+        if self.caps and self.marking != "points-with-caps":
+            raise ValueError(f"caps are for marking = 'points-with-caps', not {self.marking!r}")
+        if any(cap < 1 for cap in self.caps):
+            raise ValueError(f"caps must be marks of 1 or more, got {self.caps}")
+        if self.caps and self.marks is not None and sum(self.caps) != self.marks:
+            raise ValueError(f"caps {self.caps} add up to {sum(self.caps)}, but the type has {self.marks} marks")
         return self
 
 
@@ -147,11 +231,16 @@ class LevelDescriptor(Model):
     marks: tuple[int, int] = Field(description="(lowest, highest) mark of the level.")
     descriptor: Text = Field(min_length=1)
     part: str | None = None
-    strand: str | None = Field(default=None, description="When skills are levelled separately (e.g. 'AO1/AO2' and 'AO3'), the skill this table marks.")
+    strand: str | None = Field(default=None,
+                               description="When skills are levelled separately (e.g. 'AO1/AO2' and 'AO3'), the skill this table marks.")
 
 
 class MarkScheme(Model):
-    """Marking points with marks, level descriptors for extended writing, or both."""
+    """Marking points with marks, or level descriptors for extended writing.
+
+    A question with parts may mix them, part by part (a data response whose last
+    part is an essay), but one part is marked by points or by levels, never both.
+    """
 
     points: list[MarkPoint] = Field(default_factory=list)
     levels: list[LevelDescriptor] = Field(default_factory=list)
@@ -208,14 +297,16 @@ class Question(Model):
 
     @staticmethod
     def content_id(data: dict) -> str:
-        parts = [(p.get("label"), normalise_text(p.get("text", "")), p.get("marks")) for p in data.get("parts") or [] if isinstance(p, dict)]
+        """The id of a question record (a dict, as in the file): its subject, type, stem, parts and options."""
+        parts = [(p.get("label"), normalise_text(p.get("text") or ""), p.get("marks"))
+                 for p in data.get("parts") or [] if isinstance(p, dict)]
         options = {k: normalise_text(v) for k, v in (data.get("options") or {}).items() if isinstance(v, str)}
         return content_id(data.get("subject"), data.get("type"), normalise_text(data.get("stem") or ""), parts, options)
 
     @model_validator(mode="before")
     @classmethod
     def _id(cls, data: Any) -> Any:
-        return _fill_or_check_id(data, cls.content_id(data)) if isinstance(data, dict) else data
+        return _fill_id(data, cls.content_id)
 
     @model_validator(mode="after")
     def _consistent(self) -> Question:
@@ -234,8 +325,10 @@ class Question(Model):
                 raise ValueError(f"key {self.key!r} is not one of the options {sorted(self.options)}")
         keys = [f.key for f in self.final_answers]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"final answers share a key {sorted({k for k in keys if keys.count(k) > 1}, key=str)}: give each a part or a label")
+            shared = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+            raise ValueError(f"final answers share a key {shared}: give each a part or a label")
         self._check_mark_scheme(labels)
+        _check_id(self.id, self.content_id(self.model_dump(include={"subject", "type", "stem", "parts", "options"})))
         return self
 
     def _check_mark_scheme(self, labels: list[str]) -> None:
@@ -249,7 +342,8 @@ class Question(Model):
         for label, marks in [(p.label, p.marks) for p in self.parts] or [(None, self.marks)]:
             levels = [lv for lv in scheme.levels if lv.part == label]
             if levels and any(p.part == label for p in scheme.points):
-                raise ValueError(f"{_where(label)} is marked by levels, so its marking points would be marks on top: put them in notes as indicative content")
+                raise ValueError(f"{_where(label)} is marked by levels, so its marking points would be marks on top: "
+                                 "put them in notes as indicative content")
             if levels:
                 # Separate strands (tables) add up: e.g. 8 for analysis + 4 for evaluation.
                 strands = {lv.strand for lv in levels}
@@ -277,18 +371,25 @@ class GoldAnswer(Model):
     author: str = Field(description="'sample bank', 'human:<name>' or 'teacher:<model>'.")
     reasoning: str | None = Field(default=None, description="The teacher's reasoning, kept apart from the answer.")
 
+    @staticmethod
+    def content_id(data: dict) -> str:
+        return content_id(data.get("question_id"), normalise_text(data.get("text") or ""))
+
     @model_validator(mode="before")
     @classmethod
     def _id(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return _fill_or_check_id(data, content_id(data.get("question_id"), normalise_text(data.get("text") or "")))
-        return data
+        return _fill_id(data, cls.content_id)
 
     @field_validator("text")
     @classmethod
     def _markers_well_formed(cls, text: str) -> str:
         find_diagrams(text)
         return text
+
+    @model_validator(mode="after")
+    def _id_matches(self) -> GoldAnswer:
+        _check_id(self.id, self.content_id({"question_id": self.question_id, "text": self.text}))
+        return self
 
     @property
     def diagrams(self) -> list[DiagramMarker]:
@@ -300,14 +401,24 @@ class GoldAnswer(Model):
         return len(replace_diagrams(self.text, lambda marker: "").split())
 
 
-def _diagram_id(data: Any) -> Any:
+def diagram_id(data: dict) -> str:
     """A diagram and the request it answers share one id: format + description."""
-    if isinstance(data, dict):
-        return _fill_or_check_id(data, content_id(data.get("format"), normalise_text(data.get("description") or "")))
-    return data
+    return content_id(data.get("format"), normalise_text(data.get("description") or ""))
 
 
-class Diagram(Model):
+class _DiagramId(Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _id(cls, data: Any) -> Any:
+        return _fill_id(data, diagram_id)
+
+    @model_validator(mode="after")
+    def _id_matches(self) -> Any:
+        _check_id(self.id, diagram_id({"format": self.format, "description": self.description}))
+        return self
+
+
+class Diagram(_DiagramId):
     """A diagram description with code in a diagram format that draws it."""
 
     id: str = Field(default="", description="Derived from format and description.")
@@ -317,24 +428,14 @@ class Diagram(Model):
     question_id: str | None = Field(default=None, description="The question whose gold answer asked for it, if any.")
     author: str
 
-    @model_validator(mode="before")
-    @classmethod
-    def _id(cls, data: Any) -> Any:
-        return _diagram_id(data)
 
-
-class DiagramRequest(Model):
+class DiagramRequest(_DiagramId):
     """A diagram a gold answer asked for, waiting for code: the diagram stage's input."""
 
     id: str = Field(default="", description="Derived from format and description, like the Diagram it becomes.")
     description: str = Field(min_length=1)
     format: str
     question_ids: list[str] = Field(default_factory=list, description="Every question whose gold answer asked for it.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _id(cls, data: Any) -> Any:
-        return _diagram_id(data)
 
 
 # --- the behaviour plugins register ---------------------------------------------------
@@ -352,6 +453,8 @@ class DiagramFormat(Model):
     title: str
     preamble: str = Field(description="Lines between \\documentclass and \\begin{document}.")
     environment: str | None = Field(default=None, description="The environment a body must contain, e.g. 'tikzpicture'.")
+    commands: tuple[str, ...] = Field(default=(), description="Commands a body must use at least one of, for formats drawn by commands "
+                                                              "rather than one environment, e.g. ('chemfig', 'schemestart', 'ce').")
     example: str = Field(description="A short body in this format, shown to diagram models.")
     keywords: tuple[str, ...] = Field(default=(), description="Words in a description that call for this format, e.g. 'circuit'.")
 
@@ -359,7 +462,8 @@ class DiagramFormat(Model):
         return any(re.search(rf"\b{re.escape(word)}", description, re.IGNORECASE) for word in self.keywords)
 
     def document(self, body: str) -> str:
-        return f"\\documentclass[border=4pt]{{standalone}}\n{self.preamble.strip()}\n\\begin{{document}}\n{body.strip()}\n\\end{{document}}\n"
+        return (f"\\documentclass[border=4pt]{{standalone}}\n{self.preamble.strip()}\n"
+                f"\\begin{{document}}\n{body.strip()}\n\\end{{document}}\n")
 
     def extract(self, reply: str) -> str:
         """The body in a model's reply, however it was wrapped.
@@ -386,6 +490,8 @@ class DiagramFormat(Model):
             problems.append("a body must not contain \\documentclass or \\begin{document}")
         if self.environment and f"\\begin{{{self.environment}}}" not in body:
             problems.append(f"expected a {self.environment} environment")
+        if self.commands and not re.search(rf"\\({'|'.join(map(re.escape, self.commands))})\b", body):
+            problems.append("expected one of " + ", ".join(f"\\{command}" for command in self.commands))
         return problems
 
 
@@ -414,7 +520,8 @@ class QuestionSource(Model):
     name: str = Field(pattern=SLUG)
     description: str
     fetch: Callable[..., Iterable[tuple[str, dict]]] = Field(
-        description="fetch(location, **options) yields (where, record): where each raw record came from ('file:line' or a URL) and the record.")
+        description="fetch(location, **options) yields (where, record): "
+                    "where each raw record came from ('file:line' or a URL) and the record.")
 
 
 @dataclass(frozen=True)

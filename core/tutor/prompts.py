@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .answers import part_label
 from .errors import TutorError, UnknownName
 from .registry import SubjectKit
 
@@ -39,15 +40,10 @@ def _environment(search_path: tuple[Path, ...]):
         jinja2.FileSystemLoader([str(p) for p in search_path]),
         jinja2.PrefixLoader({"core": jinja2.FileSystemLoader(str(core_templates_dir()))}),
     ])
-    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=False)
     env.filters["part_label"] = part_label
     return env
-
-
-def part_label(label: str) -> str:
-    """A part label as printed on a paper: 'a' -> '(a)', 'c(ii)' -> '(c)(ii)'."""
-    head, sep, rest = label.partition("(")
-    return f"({head}){sep}{rest}" if head else label
 
 
 def search_path(kit: SubjectKit, user_dirs: list[Path] = ()) -> tuple[Path, ...]:

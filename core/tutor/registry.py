@@ -6,32 +6,13 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import PluginConflict, UnknownName, ValidationFailed
-from .models import DiagramFormat, Evaluator, QuestionSource, QuestionType, Reward, Subject
-from .plugins import DISTRIBUTIONS, PluginWarning, plugin_manager
+from .errors import PluginConflict, PluginFailed, TutorError, UnknownName
+from .plugins import DISTRIBUTIONS, IMPORT_FAILURES, Failure, PluginWarning, call, calling
 
-
-def _collect(hook: str) -> list[tuple[str, tuple, dict]]:
-    """Call every implementation of a register-style hook; note which plugin registered what.
-
-    A plugin whose hook raises (a broken types.toml, say) is skipped for that
-    hook with a warning naming it, so the other subjects keep working.
-    """
-    found: list[tuple[str, tuple, dict]] = []
-    # get_hookimpls() is in registration order (the core's default plugins first);
-    # pluggy would *call* them newest first, which is why we call them ourselves.
-    for impl in getattr(plugin_manager().hook, hook).get_hookimpls():
-        added: list[tuple[str, tuple, dict]] = []
-        try:
-            impl.function(register=lambda *args, _plugin=impl.plugin_name, **kwargs: added.append((_plugin, args, kwargs)))
-        except Exception as err:  # noqa: BLE001 - any failure in someone else's code
-            detail = "\n  ".join(map(str, err.problems)) if isinstance(err, ValidationFailed) else f"{type(err).__name__}: {err}"
-            warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook} and was skipped there:\n  {detail}", PluginWarning, stacklevel=2)
-            continue
-        found += added
-    return found
+if TYPE_CHECKING:  # the models are built by the plugins' hooks; this module only files them
+    from .models import DiagramFormat, Evaluator, QuestionSource, QuestionType, Reward, Subject
 
 
 def _distribution(plugin: str) -> str:
@@ -48,6 +29,24 @@ class Registry:
     rewards: dict[str, Reward] = field(default_factory=dict)
     template_dirs: list[tuple[Path, str | None]] = field(default_factory=list)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
+    failures: list[Failure] = field(default_factory=list)  # hook implementations that raised
+
+    def collect(self, hook: str) -> list[tuple[str, tuple, dict]]:
+        """Call a register-style hook; (plugin, args, kwargs) for each thing registered, in call order.
+
+        What a plugin registered before its implementation raised is dropped with
+        it: the plugin is skipped for that hook (and warned about), not half-used.
+        """
+        found: list[tuple[str, tuple, dict]] = []
+        failures = call(hook, register=lambda *args, **kwargs: found.append((calling() or "?", args, kwargs)))
+        self.failures += failures
+        failed = {f.plugin for f in failures}
+        return [entry for entry in found if entry[0] not in failed]
+
+    def refuse(self, plugin: str, hook: str, message: str) -> None:
+        """A registration the core cannot accept: the plugin's hook counts as failed, with this message."""
+        warnings.warn(f"plugin {plugin!r} failed in {hook} and was skipped there:\n  {message}", PluginWarning, stacklevel=3)
+        self.failures.append(Failure(plugin, hook, TutorError(message)))
 
     def claim(self, kind: str, name: str, plugin: str, table: dict, item: Any) -> None:
         if name in table:
@@ -60,11 +59,16 @@ class Registry:
 @cache
 def registry() -> Registry:
     reg = Registry()
-    for plugin, (subject,), _ in _collect("register_subjects"):
+    for plugin, (subject,), _ in reg.collect("register_subjects"):
         reg.claim("subject", subject.name, plugin, reg.subjects, subject)
-    for plugin, (qtype,), _ in _collect("register_question_types"):
-        if qtype.subject not in reg.subjects:
-            warnings.warn(f"plugin {plugin!r} registered type {qtype.id!r} for subject {qtype.subject!r}, which is not installed", PluginWarning, stacklevel=2)
+    for plugin, (qtype,), _ in reg.collect("register_question_types"):
+        subject = reg.subjects.get(qtype.subject)
+        if subject is None:
+            warnings.warn(f"plugin {plugin!r} registered type {qtype.id!r} for subject {qtype.subject!r}, which is not installed",
+                          PluginWarning, stacklevel=2)
+            continue
+        if problem := subject.level_problem(qtype.level):  # a type from code; types.toml is checked as it is read
+            reg.refuse(plugin, "register_question_types", f"type {qtype.id!r}: {problem}")
             continue
         reg.claim(f"{qtype.subject} question type", qtype.id, plugin, reg.types.setdefault(qtype.subject, {}), qtype)
     for hook, kind, table in [
@@ -73,9 +77,9 @@ def registry() -> Registry:
         ("register_sources", "question source", reg.sources),
         ("register_rewards", "reward", reg.rewards),
     ]:
-        for plugin, (item,), _ in _collect(hook):
+        for plugin, (item,), _ in reg.collect(hook):
             reg.claim(kind, item.name, plugin, table, item)
-    for _, args, kwargs in _collect("register_prompt_templates"):
+    for _, args, kwargs in reg.collect("register_prompt_templates"):
         path, subject = _template_args(*args, **kwargs)
         reg.template_dirs.append((path, subject))
     return reg
@@ -126,8 +130,19 @@ class SubjectKit:
 
 
 def get_subject(name: str) -> SubjectKit:
-    """The installed subject `name`, or UnknownName listing the installed ones."""
+    """The installed subject `name`, or UnknownName listing the installed ones.
+
+    PluginFailed when the subject's plugin failed (to import, or in any hook): a
+    subject without its types would give empty tables and banks where every
+    question is "of an unknown type", so the plugin's own error is what to show.
+    """
     reg = registry()
-    if name not in reg.subjects:
-        raise UnknownName("subject", name, list(reg.subjects))
-    return SubjectKit(reg.subjects[name], reg.types.get(name, {}), _distribution(reg.owner["subject", name]))
+    if name in reg.subjects:
+        owner = reg.owner["subject", name]
+        if failed := [f for f in reg.failures if f.plugin == owner]:
+            raise PluginFailed(name, failed)
+        return SubjectKit(reg.subjects[name], reg.types.get(name, {}), _distribution(owner))
+    # Not registered: was it the subject of a plugin that failed? (Entry-point name = subject name.)
+    if failed := [f for f in [*IMPORT_FAILURES, *reg.failures] if f.plugin.split(" (")[0] == name]:
+        raise PluginFailed(name, failed)
+    raise UnknownName("subject", name, list(reg.subjects))

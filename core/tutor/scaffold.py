@@ -1,7 +1,8 @@
 """`tutor plugin new NAME`: a subject plugin package that installs, is discovered and passes its tests.
 
-The generated bank is written through the models, so its ids are right and it
-validates before its author has changed a thing.
+The package is a subject by convention (tutor.package.SubjectPackage): files
+beside an `__init__.py` with no code. The generated bank is written through the
+models, so its ids are right and it validates before its author has changed a thing.
 """
 
 from __future__ import annotations
@@ -33,39 +34,37 @@ packages = ["tutor_{name}"]
 """
 
 INIT = '''\
-"""{title} for tutor: registers the subject, its question types, templates and sample bank."""
+"""{title} for tutor.
 
-from pathlib import Path
-
-from tutor import Subject, hookimpl, read_question_types
-
-HERE = Path(__file__).parent
-
-SUBJECT = Subject(
-    name="{name}",
-    title="{title}",
-    syllabus="{title} (edit: name the syllabuses you target)",
-    topics=["foundations", "applications"],
-    diagram_formats=["tikz"],
-    bank=HERE / "bank",
-)
-
-
-@hookimpl
-def register_subjects(register):
-    register(SUBJECT)
-
-
-@hookimpl
-def register_question_types(register):
-    for qtype in read_question_types(HERE / "types.toml", SUBJECT.name):
-        register(qtype)
-
-
-@hookimpl
-def register_prompt_templates(register):
-    register(HERE / "templates", subject=SUBJECT.name)
+A subject by convention: tutor reads the files beside this module (subject.toml,
+types.toml, bank/, templates/) when it first needs them. Add hooks here only for
+what files cannot say: evaluators, rewards, sources, commands (docs/plugin-guide.md).
+"""
 '''
+
+SUBJECT = """\
+# The subject. Every field is explained in docs/plugin-guide.md ("The subject").
+name = "{name}"
+title = "{title}"
+syllabus = "{title} (edit: name the syllabuses you target)"
+topics = ["foundations", "applications"]
+diagram_formats = ["tikz"]
+
+# The levels its question types are set at, and the qualification each stands for.
+[levels]
+A-Level = "{title} A Level (edit: the board, qualification and syllabus code)"
+"""
+
+GITIGNORE = """\
+__pycache__/
+*.py[cod]
+*.egg-info/
+build/
+dist/
+.venv/
+.pytest_cache/
+tutor-workspace/
+"""
 
 TYPES = '''\
 # One [[types]] table per question type. See docs/plugin-guide.md for every field.
@@ -75,6 +74,7 @@ id = "mcq"
 name = "Multiple choice"
 level = "A-Level"
 format = "mcq"
+marking = "points"
 marks = 1
 answer_words = [15, 120]
 guide = """
@@ -95,6 +95,7 @@ id = "short"
 name = "Short structured question"
 level = "A-Level"
 format = "structured"
+marking = "points"
 answer_words = [40, 250]
 diagrams = "optional"
 diagram_formats = ["tikz"]
@@ -134,13 +135,16 @@ README = """\
     tutor --subject {name} bank validate
     pytest
 
-Edit `tutor_{name}/types.toml` (question types and their answering guides),
-`tutor_{name}/bank/` (questions, gold answers, diagrams) and
-`tutor_{name}/templates/` (prompt overrides).
+Edit `tutor_{name}/subject.toml` (the subject: topics, levels),
+`tutor_{name}/types.toml` (question types and their answering guides),
+`tutor_{name}/bank/` (questions, gold answers, diagrams; `tutor --subject {name}
+bank ids --write` fills in ids and links) and `tutor_{name}/templates/` (prompt
+overrides).
 """
 
 TUTOR_TEMPLATE = """\
-You are an expert {{{{ subject.title }}}} teacher and examiner. You answer, explain, set and mark exam questions exactly to the standard of the mark scheme.
+You are an expert {{{{ subject.title }}}} teacher and examiner. \
+You answer, explain, set and mark exam questions exactly to the standard of the mark scheme.
 """
 
 
@@ -155,7 +159,9 @@ def scaffold(name: str, parent: Path) -> Path:
     files = {
         root / "pyproject.toml": PYPROJECT.format(name=name, title=title),
         root / "README.md": README.format(name=name, title=title),
+        root / ".gitignore": GITIGNORE,
         package / "__init__.py": INIT.format(name=name, title=title),
+        package / "subject.toml": SUBJECT.format(name=name, title=title),
         package / "types.toml": TYPES,
         package / "templates" / "_tutor.j2": TUTOR_TEMPLATE.format(),
         root / "tests" / f"test_{name}_plugin.py": TEST.format(name=name, cls=title.replace(" ", "")),
@@ -189,7 +195,8 @@ def _write_sample_bank(bank: Path, subject: str) -> None:
     })
     write_jsonl(bank / "questions.jsonl", [mcq, short])
     write_jsonl(bank / "answers.jsonl", [
-        GoldAnswer(question_id=mcq.id, author="sample bank", text="The second option listed is B; A, C and D are the first, third and fourth.\nAnswer: B"),
+        GoldAnswer(question_id=mcq.id, author="sample bank",
+                   text="The second option listed is B; A, C and D are the first, third and fourth.\nAnswer: B"),
         GoldAnswer(question_id=short.id, author="sample bank", text=(
             "(a) A marking point is a creditable statement in an answer that earns a mark.\n"
             "(b) Correct answers can earn marks in different ways, so the scheme lists every valid point "

@@ -5,7 +5,7 @@ CSS selectors hold the stem, options, key, parts and mark scheme, how to find
 the next page, and whether pages need a real browser (JavaScript, logins).
 The generic adapter turns that into question records; a site that needs code
 registers its own question source through the `register_sources` hook and
-uses the same Session (docs/scraping.md).
+uses the same Session (docs/collecting.md).
 
 The Session is the only way out to the network:
   - robots.txt is read first, with a timeout; 5xx or no answer means "do not
@@ -41,6 +41,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import TutorError
+from .jsonl import append_lines, iter_dicts, repair_tail
+from .llm_client import retry_after
 
 USER_AGENT = "tutor-collect/0.1 (+question bank import; honours robots.txt)"
 
@@ -171,12 +173,9 @@ class Session:
         (self.cache_dir / "pages").mkdir(parents=True, exist_ok=True)
         self.index_path = self.cache_dir / "pages.jsonl"
         self._index = {}
-        if self.index_path.exists():
-            for line in self.index_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash: that page is fetched again
+        repair_tail(self.index_path)  # a torn last line from a crash: that page is fetched again
+        for _, entry in iter_dicts(self.index_path):
+            if "url" in entry:
                 self._index[entry["url"]] = entry
 
     # Pages ----------------------------------------------------------------------------------
@@ -209,10 +208,7 @@ class Session:
         tmp.write_text(html, encoding="utf-8")
         os.replace(tmp, self.cache_dir / "pages" / name)
         entry = {"url": url, "file": name, "collected_at": collected.isoformat()}
-        with open(self.index_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_lines(self.index_path, [json.dumps(entry)])
         self._index[url] = entry
         return collected
 
@@ -229,15 +225,18 @@ class Session:
         robots = urllib.robotparser.RobotFileParser(origin + "/robots.txt")
         try:
             self._wait_turn(origin)
-            with urllib.request.urlopen(urllib.request.Request(origin + "/robots.txt", headers={"User-Agent": USER_AGENT}), timeout=self.config.timeout) as response:
+            request = urllib.request.Request(origin + "/robots.txt", headers={"User-Agent": USER_AGENT})
+            with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
                 robots.parse(response.read().decode("utf-8", errors="replace").splitlines())
         except urllib.error.HTTPError as err:
             if err.code >= 500:
-                raise ScrapeError(f"{origin}/robots.txt answered {err.code}: the site cannot say what may be crawled, so nothing is (RFC 9309); try later") from None
+                raise ScrapeError(f"{origin}/robots.txt answered {err.code}: the site cannot say what may be crawled, "
+                                  "so nothing is (RFC 9309); try later") from None
             robots.parse([])  # 4xx: no rules, everything allowed
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise ScrapeError(f"{origin}/robots.txt did not answer within {self.config.timeout:g} s ({reason}); nothing was crawled") from None
+            raise ScrapeError(f"{origin}/robots.txt did not answer within {self.config.timeout:g} s ({reason}); "
+                              "nothing was crawled") from None
         return robots
 
     def _wait_turn(self, host: str) -> None:
@@ -261,7 +260,7 @@ class Session:
                     return response.read()
             except urllib.error.HTTPError as err:
                 if (err.code == 429 or err.code >= 500) and attempt < self.config.retries:
-                    time.sleep(_retry_after(err.headers.get("Retry-After"), attempt))
+                    time.sleep(_pause(err.headers, attempt))
                     continue
                 raise ScrapeError(f"{url} answered {err.code} {err.reason}" + (f" after {attempt + 1} tries" if attempt else "")) from None
             except (urllib.error.URLError, TimeoutError, OSError) as err:
@@ -285,7 +284,8 @@ class Session:
         try:
             driver.get(url)
             if self.config.wait_for:
-                WebDriverWait(driver, self.config.timeout).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, self.config.wait_for)))
+                present = expected_conditions.presence_of_element_located((By.CSS_SELECTOR, self.config.wait_for))
+                WebDriverWait(driver, self.config.timeout).until(present)
         except TimeoutException:
             raise ScrapeError(f"{url} did not finish loading within {self.config.timeout:g} s") from None
         except WebDriverException as err:
@@ -329,7 +329,8 @@ class Session:
             driver.find_element(By.CSS_SELECTOR, login.password_field).send_keys(os.environ[login.password_env])
             driver.find_element(By.CSS_SELECTOR, login.submit).click()
             if login.success:
-                WebDriverWait(driver, self.config.timeout).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, login.success)))
+                present = expected_conditions.presence_of_element_located((By.CSS_SELECTOR, login.success))
+                WebDriverWait(driver, self.config.timeout).until(present)
         except TimeoutException:
             # Never echo the credentials: only say that they were refused.
             raise ScrapeError(f"login at {login.url} failed: check {login.username_env} and {login.password_env}") from None
@@ -346,14 +347,10 @@ class Session:
             self._driver = None
 
 
-def _retry_after(value: str | None, attempt: int) -> float:
-    """Seconds to wait before retry `attempt`: the server's Retry-After if it gives one."""
-    if value:
-        try:
-            return min(float(value), 120.0)
-        except ValueError:
-            pass
-    return min(2.0 ** attempt, 30.0)
+def _pause(headers, attempt: int) -> float:
+    """Seconds to wait before retry `attempt`: what the server's Retry-After asks (capped), else a backoff."""
+    asked = retry_after(headers)
+    return min(asked, 120.0) if asked is not None else min(2.0 ** attempt, 30.0)
 
 
 def _which(program: str, package: str) -> str:
@@ -389,7 +386,8 @@ def scrape_site(location: str, session: Session, images_dir: Path) -> Iterator[t
             record = _record(block, selectors, config, url)
             for src in record.pop("__images__", []):
                 try:
-                    record.setdefault("images", []).append(str(session.download(urllib.parse.urljoin(url, src), images_dir).relative_to(images_dir.parent)))
+                    saved = session.download(urllib.parse.urljoin(url, src), images_dir)
+                    record.setdefault("images", []).append(str(saved.relative_to(images_dir.parent)))
                 except ScrapeError as err:
                     record["__error__"] = f"image {src}: {err}"
             record["__source__"] = {"name": config.name, "url": f"{url}#{number}", "collected_at": collected.isoformat()}
@@ -419,7 +417,8 @@ def _record(block, s: Selectors, config: SiteConfig, url: str) -> dict:
         for i, part in enumerate(block.select(s.part)):
             label = text(s.part_label, part).strip("() ") or chr(97 + i)
             marks = re.search(r"\d+", text(s.part_marks, part) or "")
-            parts.append({"label": label, "text": text(s.part_text, part) if s.part_text else html_to_text(part), "marks": int(marks.group()) if marks else 0})
+            wording = text(s.part_text, part) if s.part_text else html_to_text(part)
+            parts.append({"label": label, "text": wording, "marks": int(marks.group()) if marks else 0})
         record["parts"] = json.dumps(parts)
     if s.mark_point:
         points = []

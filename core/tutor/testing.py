@@ -12,11 +12,10 @@ owners add their own tests beside it; the contract is the same for all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import distribution as installed_distribution
 
 from click.testing import CliRunner
-
-from collections.abc import Callable
 
 from .bank import Bank, bank_stats, load_bank
 from .cli import cli
@@ -123,7 +122,8 @@ def check_calculations(subject: str, recompute: dict[str, dict[str | None, Calla
         for final in question.final_answers:
             where = f"{qid} [{final.key}]" if final.key else qid
             computed = recompute[qid][final.key]()
-            assert agrees(computed, final.value, final.sig_figs), f"{where}: recomputed {computed:.6g}, recorded {final.value:g} to {final.sig_figs} s.f."
+            assert agrees(computed, final.value, final.sig_figs), \
+                f"{where}: recomputed {computed:.6g}, recorded {final.value:g} to {final.sig_figs} s.f."
             written = [(start, end) for n, start, end in numbers_with_spans(gold) if agrees(n, final.value, final.sig_figs)]
             assert written, f"{where}: {final.value:g} is not in the gold answer"
             assert any(_unit_beside(gold, start, end, final.unit) for start, end in written), \
@@ -133,7 +133,8 @@ def check_calculations(subject: str, recompute: dict[str, dict[str | None, Calla
             ms = question.mark_scheme
             levelled = [lv.descriptor for lv in ms.levels if lv.part == final.part]
             scheme = " ".join(levelled + [ms.notes]) if levelled else " ".join(p.text for p in ms.points if p.part in (final.part, None))
-            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(scheme)), f"{where}: {final.value:g} is not in the mark scheme's points"
+            assert any(agrees(n, final.value, final.sig_figs) for n in numbers_in(scheme)), \
+                f"{where}: {final.value:g} is not in the mark scheme's points"
             checked += 1
     return checked
 

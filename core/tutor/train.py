@@ -6,19 +6,16 @@ transformers + peft + trl, on a CPU or a GPU. Under `torchrun` or
 `accelerate launch` the same code trains data-parallel: rank 0 names the run
 and writes the files.
 
-Every run is a folder; the newest finished one is what `ask` loads:
+SFT and GRPO are one skeleton (`_train`: base model + LoRA, run folder and
+metadata, callbacks, train, plot, save) with two fillings: the trainer each
+builds and the metrics each reports. The run layout, the newest-run lookup
+and the subject/role binding live in runs.py: an adapter is bound to its
+subject and role, and training refuses a dataset, a checkpoint or a starting
+adapter of another subject.
 
-  <workspace>/<subject>/adapters/<role>/<run>/     run = <UTC time to the ms>-<sft|grpo>
-    tutor-run.json        what it was started with (written first: --resume reads it)
-    checkpoints/          the trainer's checkpoints, for --resume
-    log.jsonl             one line per logged step and evaluation (append-only)
-    adapter_config.json, adapter_model.safetensors, tokenizer files
-    loss.png              the loss curve
-    tutor-adapter.json    metadata, written last: a run without it is unfinished
-
-An adapter is bound to its subject and role. Training refuses a dataset,
-a checkpoint or a starting adapter of another subject: physics must not be
-taught by the economics teacher.
+Nothing here reads a private field (a name starting with `_`) of torch,
+transformers or trl: test_train.py checks it, so a library upgrade cannot
+silently break what those fields meant.
 """
 
 from __future__ import annotations
@@ -27,28 +24,22 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from . import runs
+from .config import TrainConfig
 from .console import say as _say  # the default for `say`: a status line on stderr
 from .errors import TutorError
 from .registry import SubjectKit
-from .config import TrainConfig
+from .runs import ADAPTER_META, CHECKPOINTS, LOG, PLOT, RUN_META
 from .workspace import Workspace
-
-RUN_META = "tutor-run.json"
-ADAPTER_META = "tutor-adapter.json"
-LOG = "log.jsonl"
-PLOT = "loss.png"
-CHECKPOINTS = "checkpoints"
-METHODS = ("sft", "grpo")
-
-
 
 # --- settings ---------------------------------------------------------------------
 
@@ -91,85 +82,65 @@ def choose_backend(wanted: str = "auto") -> str:
     return "unsloth" if torch.cuda.is_available() and has_unsloth else "peft"
 
 
-# --- runs and adapters --------------------------------------------------------------
+# --- the hardware plan --------------------------------------------------------------
 
 
-def adapters_dir(workspace: Workspace, subject: str, role: str) -> Path:
-    return workspace.subject_dir(subject) / "adapters" / role
+@dataclass(frozen=True)
+class HardwarePlan:
+    """What this machine runs: the 'auto' settings made concrete. Recorded in tutor-adapter.json as `plan` (asdict)."""
+
+    device: Literal["cpu", "cuda"]
+    bf16: bool  # bf16 autocast (fp32 weights on a CPU, bf16 weights on a GPU)
+    packing: bool  # padding-free packed rows
+    flash_attention: bool
+    gradient_checkpointing: bool
+    fused_loss: bool  # TRL's fused LM head, which never builds the full logits
+    micro_batch: int  # examples per forward pass; the rest of batch_size is gradient accumulation
 
 
-def runs(workspace: Workspace, subject: str, role: str) -> list[Path]:
-    """Every run of a subject's role, oldest first (names start with their UTC time)."""
-    folder = adapters_dir(workspace, subject, role)
-    return sorted(p for p in folder.iterdir() if (p / RUN_META).is_file()) if folder.is_dir() else []
+def hardware_plan(settings: TrainConfig, backend: str) -> HardwarePlan:
+    """The plan for this machine and these settings.
+
+    Measured on the 2-core CPU (SmolLM2-135M, LoRA r16, fwd+bwd): bf16 autocast on AMX
+    2.5x fp32; one example per forward pass as fast per token as four padded ones, at
+    a third of the memory (no padding, so no attention mask and sdpa's causal kernel);
+    packed rows 0.6x (sdpa has no varlen kernel on a CPU, so a packed row costs its
+    full square of attention); gradient checkpointing 0.85x. Without bf16 in hardware
+    (AVX2 only) bf16 is emulated: 6x slower than fp32 per layer, measured with the ISA
+    capped to AVX2, so fp32; and in fp32 the same choices win (bench/train.py --plans
+    --precision fp32, ISA capped to AVX2: padded batches of 4 0.57x, at 4x the memory;
+    checkpointing 0.71x; packing 0.79x). On a GPU with a varlen kernel, packing wins instead.
+    """
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if settings.precision == "auto":
+        bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_native_bf16()
+    else:
+        bf16 = settings.precision == "bf16"
+    varlen = backend == "unsloth" or (cuda and importlib.util.find_spec("flash_attn") is not None)
+    return HardwarePlan(
+        device="cuda" if cuda else "cpu", bf16=bf16,
+        packing=varlen if settings.packing is None else settings.packing,
+        flash_attention=varlen and backend != "unsloth",
+        gradient_checkpointing=cuda if settings.gradient_checkpointing is None else settings.gradient_checkpointing,
+        # A memory win on a GPU with a big vocabulary, but measured 1.15-1.5x slower than the model's own loss on a CPU.
+        fused_loss=cuda,
+        micro_batch=min(settings.micro_batch or (settings.batch_size if cuda else 1), settings.batch_size),
+    )
 
 
-def latest_adapter(workspace: Workspace, subject: str, role: str) -> Path | None:
-    """The newest finished adapter of the subject's role, SFT or GRPO."""
-    done = [p for p in runs(workspace, subject, role) if (p / ADAPTER_META).is_file()]
-    return done[-1] if done else None
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls in hardware. Elsewhere (AVX2 only, say) bf16 is emulated and slower than fp32.
 
+    torch.cpu.get_capabilities is public from torch 2.9; an older torch gets fp32, the safe choice.
+    """
+    import torch
 
-def read_meta(path: Path, name: str = ADAPTER_META) -> dict[str, Any]:
-    try:
-        return json.loads((Path(path) / name).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        what = "a finished tutor adapter" if name == ADAPTER_META else "a tutor training run"
-        raise TutorError(f"{path}: not {what} (no {name})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TutorError(f"{Path(path) / name}: unreadable ({err})") from None
-
-
-def check_bound(meta: dict[str, Any], subject: str, role: str, what: str) -> None:
-    """Refuse an adapter, run or dataset of another subject (or role)."""
-    if meta.get("subject") != subject:
-        raise TutorError(f"{what} belongs to {meta.get('subject')!r}, not {subject!r}: refusing to train {subject} from it "
-                         f"(physics must not be taught by the economics teacher)")
-    if meta.get("role") != role:
-        raise TutorError(f"{what} is the {meta.get('role')} role's, not the {role} role's")
-
-
-def _new_run(workspace: Workspace, subject: str, role: str, method: str) -> Path:
-    """A fresh run folder, named by rank 0 and shared with the other ranks."""
-    from accelerate.utils import broadcast_object_list
-
-    state = _state()
-    from datetime import UTC, datetime
-
-    # Milliseconds: runs sort by name, and tests (or scripts) start two in one second.
-    name = [datetime.now(UTC).strftime("%Y%m%d-%H%M%S.%f")[:-3] + f"-{method}"]
-    if state.num_processes > 1:
-        broadcast_object_list(name, from_process=0)
-    path = adapters_dir(workspace, subject, role) / name[0]
-    if state.is_main_process:
-        suffix = 1
-        while path.exists():  # two runs in one second: keep both
-            suffix += 1
-            path = path.with_name(f"{name[0]}-{suffix}")
-        path.mkdir(parents=True)
-    if state.num_processes > 1:
-        shared = [path.name]
-        broadcast_object_list(shared, from_process=0)
-        path = path.with_name(shared[0])
-    return path
-
-
-def _unfinished(workspace: Workspace, subject: str, role: str, method: str) -> Path:
-    for run in reversed(runs(workspace, subject, role)):
-        if not (run / ADAPTER_META).is_file() and read_meta(run, RUN_META).get("method") == method:
-            return run
-    raise TutorError(f"nothing to resume: {subject} has no unfinished {method} run of the {role} role under {adapters_dir(workspace, subject, role)}")
-
-
-def _last_checkpoint(run: Path) -> str | None:
-    found = sorted((run / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    return str(found[-1]) if found else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from .jsonl import write_atomic
-
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
 
 
 # --- model loading ----------------------------------------------------------------------
@@ -189,7 +160,7 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def load_base(base: str, settings: TrainConfig, *, backend: str, plan: dict[str, Any], say: Callable[[str], None] = _say) -> Loaded:
+def load_base(base: str, settings: TrainConfig, *, backend: str, plan: HardwarePlan, say: Callable[[str], None] = _say) -> Loaded:
     """The base model and tokenizer, from the backend that will train them."""
     from .basemodels import load_model, load_tokenizer, resolve
 
@@ -211,10 +182,10 @@ def load_base(base: str, settings: TrainConfig, *, backend: str, plan: dict[str,
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
-    if plan["flash_attention"]:
+    if plan.flash_attention:
         kwargs["attn_implementation"] = "flash_attention_2"
     # On a GPU, bf16 weights; on a CPU, fp32 weights under bf16 autocast (bf16 weights measured 0.6x autocast there).
-    dtype = torch.bfloat16 if plan["device"] == "cuda" and plan["bf16"] else torch.float32
+    dtype = torch.bfloat16 if plan.device == "cuda" and plan.bf16 else torch.float32
     model = load_model(base, dtype=dtype, say=say, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -249,111 +220,7 @@ def add_lora(loaded: Loaded, settings: TrainConfig, start_from: Path | None = No
     return get_peft_model(loaded.model, config)
 
 
-# --- data ------------------------------------------------------------------------------
-
-
-def prompt_completion(split):
-    """Chat examples -> prompt (system + user) and completion (the assistant turn).
-
-    TRL then computes the loss on the completion only, with any chat template:
-    no `{% generation %}` markers needed (SmolLM2's template has none).
-    """
-    return split.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-                     remove_columns=split.column_names)
-
-
-# --- callbacks ------------------------------------------------------------------------
-
-
-def _callbacks(run: Path, settings: TrainConfig, started: float):
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import ProgressCallback
-
-    class LogFile(TrainerCallback):
-        """Every logged step and evaluation, appended to log.jsonl as it happens (rank 0)."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                from .jsonl import append_lines
-
-                append_lines(run / LOG, [json.dumps({"step": state.global_step, "epoch": round(state.epoch or 0, 4),
-                                                     "seconds": round(time.monotonic() - started, 2), **logs})])
-
-    class TimeBudget(TrainerCallback):
-        """Stop after max_minutes of training, saving a checkpoint first."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if settings.max_minutes and time.monotonic() - started > settings.max_minutes * 60:
-                control.should_training_stop = True
-                control.should_save = True
-
-    class Bar(ProgressCallback):
-        """The trainer's progress bar, with the loss on it instead of a dict printed per step."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
-
-    return [LogFile(), TimeBudget()], Bar
-
-
-def _use_bar(trainer, bar_class) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(bar_class)
-
-
-def hardware_plan(settings: TrainConfig, backend: str) -> dict[str, Any]:
-    """What this machine runs: the 'auto' settings made concrete (and recorded in the run's metadata).
-
-    Measured on the 2-core CPU (SmolLM2-135M, LoRA r16, fwd+bwd): bf16 autocast on AMX
-    2.5x fp32; one example per forward pass as fast per token as four padded ones, at
-    a third of the memory (no padding, so no attention mask and sdpa's causal kernel);
-    packed rows 0.6x (sdpa has no varlen kernel on a CPU, so a packed row costs its
-    full square of attention); gradient checkpointing 0.85x. On a GPU with a varlen
-    kernel, packing wins instead.
-    """
-    import importlib.util
-
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if settings.precision == "auto":
-        bf16 = torch.cuda.is_bf16_supported() if cuda else _cpu_has_native_bf16()
-    else:
-        bf16 = settings.precision == "bf16"
-    varlen = backend == "unsloth" or (cuda and importlib.util.find_spec("flash_attn") is not None)
-    return {"device": "cuda" if cuda else "cpu", "bf16": bf16,
-            "packing": varlen if settings.packing is None else settings.packing,
-            "flash_attention": varlen and backend != "unsloth",
-            "gradient_checkpointing": cuda if settings.gradient_checkpointing is None else settings.gradient_checkpointing,
-            # TRL's fused LM head never builds the full logits: a memory win on a GPU with a big vocabulary,
-            # but measured 1.15-1.5x slower than the model's own loss on a CPU.
-            "fused_loss": cuda,
-            "micro_batch": min(settings.micro_batch or (settings.batch_size if cuda else 1), settings.batch_size)}
-
-
-def _cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: bf16 matmuls in hardware. Elsewhere bf16 is emulated and slower than fp32."""
-    import torch
-
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-
-
-def _common_args(run: Path, settings: TrainConfig, plan: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "output_dir": str(run / CHECKPOINTS), "seed": settings.seed, "report_to": [], "save_strategy": "steps",
-        "save_total_limit": 2, "logging_steps": settings.logging_steps, "disable_tqdm": False,
-        "use_cpu": plan["device"] == "cpu", "bf16": plan["bf16"], "dataloader_num_workers": 0,
-        "activation_checkpointing": plan["gradient_checkpointing"],  # transformers 5 name of gradient checkpointing
-        # DDP over gloo on CPUs: LoRA leaves most parameters frozen, which DDP must be told about.
-        "ddp_find_unused_parameters": False,
-    }
-
-
-# --- SFT ------------------------------------------------------------------------------
+# --- the skeleton SFT and GRPO share ----------------------------------------------------------
 
 
 @dataclass
@@ -362,119 +229,67 @@ class Result:
     meta: dict[str, Any]
 
 
-def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig, *, base: str, resume: bool = False,
-        start_from: Path | None = None, dataset_path: Path | None = None, say: Callable[[str], None] = _say) -> Result:
-    """LoRA SFT of the subject's `role` adapter on its dataset; returns the finished run."""
-    from . import dataset as ds
+def _train(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig, *, method: str, base: str, start_from: Path | None,
+           dataset: tuple[Path, dict], announce: Callable[[str, Path], str], make_trainer: Callable[..., Any],
+           fit: Callable[[Any], dict[str, Any]], meta: dict[str, Any] | None = None, resume: Path | None = None,
+           say: Callable[[str], None] = _say) -> Result:
+    """Load the base model and LoRA, open the run, train, and save adapter, plot and metadata.
 
-    if start_from is not None:  # checked first: the refusal must not hide behind a missing dataset
-        parent = read_meta(start_from)
-        check_bound(parent, kit.name, role, f"the adapter {start_from}")
-        base = parent["base_model"]
-    data, data_meta = ds.load(workspace, kit.name, role, dataset_path)
-    if resume:
-        run = _unfinished(workspace, kit.name, role, "sft")
-        started_with = read_meta(run, RUN_META)
-        check_bound(started_with, kit.name, role, f"the run {run}")
-        if started_with["dataset"]["fingerprint"] != data_meta["fingerprint"]:
-            raise TutorError(f"the {role} dataset changed since {run.name} started (fingerprint {started_with['dataset']['fingerprint']} -> "
-                             f"{data_meta['fingerprint']}): start a new run instead of --resume")
-        settings = TrainConfig.model_validate(started_with["settings"])
-        base = started_with["base_model"]
-        start_from = Path(started_with["start_from"]) if started_with.get("start_from") else None
-        say(f"resuming {run}")
+    `dataset` is (its folder, its meta); `make_trainer(model, tokenizer, run, plan)` builds the method's
+    trainer; `fit(trainer)` trains it and returns the method's own metrics. `meta` adds to what the run
+    records it was started with; `resume` is the unfinished run to continue.
+    """
     backend = choose_backend(settings.backend)
-    if not resume:
-        run = _new_run(workspace, kit.name, role, "sft")
-    say(f"training the {kit.name} {role} adapter ({backend}) from {base}: {len(data['train'])} train / "
-        f"{len(data['validation'])} validation examples -> {run}")
     plan = hardware_plan(settings, backend)
-    loaded = load_base(base, settings, backend=backend, plan=plan, say=say)
-    started_with = {"subject": kit.name, "role": role, "method": "sft", "base_model": loaded.base, "backend": backend, "plan": plan,
-                    "start_from": str(start_from) if start_from else None, "settings": settings.model_dump(mode="json"),
-                    "dataset": {"path": str(dataset_path or ds.dataset_dir(workspace, kit.name, role)), "fingerprint": data_meta["fingerprint"]}}
-    if _main_process() and not resume:
-        _write_json(run / RUN_META, started_with)
-    model = add_lora(loaded, settings, start_from)
-    trainer = _sft_trainer(model, loaded.tokenizer, run, settings, plan, data)
-    if len(trainer.train_dataset) == 0:
-        if _main_process() and not resume:
-            import shutil
-
-            shutil.rmtree(run, ignore_errors=True)  # nothing was trained: leave no unfinished run for --resume to find
-        raise TutorError(f"no {role} example keeps any of its answer within max_length = {settings.max_length} tokens: raise max_length "
-                         f"(the dataset card gives the longest)")
+    run = resume or _new_run(workspace, kit.name, role, method)
+    say(announce(backend, run))
+    fresh = resume is None and _main_process()
+    try:
+        loaded = load_base(base, settings, backend=backend, plan=plan, say=say)
+        started_with = {"subject": kit.name, "role": role, "method": method, **(meta or {}), "base_model": loaded.base, "backend": backend,
+                        "plan": asdict(plan), "start_from": str(start_from) if start_from else None,
+                        "settings": settings.model_dump(mode="json"),
+                        "dataset": {"path": str(dataset[0]), "fingerprint": dataset[1]["fingerprint"]}}
+        if fresh:
+            runs.write_meta(run / RUN_META, started_with)
+        model = add_lora(loaded, settings, start_from)
+        trainer = _quiet(lambda: make_trainer(model, loaded.tokenizer, run, plan))
+    except BaseException:
+        if fresh:  # nothing was trained: leave no unfinished run for --resume to find
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     started = time.monotonic()
-    extra, bar = _callbacks(run, settings, started)
-    for callback in extra:
-        trainer.add_callback(callback)
-    _use_bar(trainer, bar)
-    evaluate = len(data["validation"]) > 0
-    # .get: under torchrun only rank 0 is sure to hold the gathered loss, and only rank 0 writes it down.
-    before = trainer.evaluate().get("eval_loss") if evaluate and not resume else None
-    checkpoint = _last_checkpoint(run) if resume else None
-    resumed_at = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.monotonic() - started
-    training_seconds = _training_seconds(trainer, output, resumed_at)  # before a final evaluate() adds to the log
-    after = _final_eval_loss(trainer) if evaluate else None
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
-    trained = round(tokens * ((trainer.state.epoch or 0) - resumed_at.get("epoch", 0)))
-    metrics = {
-        "train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
-        "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3), "seconds": round(seconds, 1),
-        "trained_tokens": trained, "tokens_per_second": round(trained / training_seconds, 1),
-        "train_tokens_per_epoch": tokens, "peak_rss_mb": peak_rss_mb(), "processes": trainer.args.world_size,
-        "stopped_by_time_budget": bool(settings.max_minutes and seconds > settings.max_minutes * 60),
+    log_file, budget = _callbacks(run, settings.max_minutes, started)
+    trainer.add_callback(log_file)
+    trainer.add_callback(budget)
+    _use_bar(trainer)
+    metrics = fit(trainer)
+    metrics.update(steps=trainer.state.global_step, epochs=round(trainer.state.epoch or 0, 3), seconds=round(time.monotonic() - started, 1),
+                   peak_rss_mb=peak_rss_mb(), processes=trainer.args.world_size, stopped_by_time_budget=budget.stopped)
+    return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, dataset[1])
+
+
+def _new_run(workspace: Workspace, subject: str, role: str, method: str) -> Path:
+    """A fresh run folder, named and made by rank 0 and shared with the other ranks."""
+    state = _state()
+    folder = runs.adapters_dir(workspace, subject, role)
+    name = [runs.make_run(folder, runs.run_name(method)).name if state.is_main_process else None]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(name, from_process=0)
+    return folder / name[0]
+
+
+def _common_args(run: Path, settings: TrainConfig, plan: HardwarePlan) -> dict[str, Any]:
+    return {
+        "output_dir": str(run / CHECKPOINTS), "seed": settings.seed, "report_to": [], "save_strategy": "steps",
+        "save_steps": settings.save_steps, "save_total_limit": 2, "logging_steps": settings.logging_steps, "disable_tqdm": False,
+        "use_cpu": plan.device == "cpu", "bf16": plan.bf16, "dataloader_num_workers": 0,
+        "activation_checkpointing": plan.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        # DDP over gloo on CPUs: LoRA leaves most parameters frozen, which DDP must be told about.
+        "ddp_find_unused_parameters": False,
     }
-    return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, data_meta)
-
-
-def _training_seconds(trainer, output, resumed_at: dict) -> float:
-    """This call's train_runtime less its end-of-epoch evaluations, which Trainer counts in it."""
-    evaluating = sum(row.get("eval_runtime", 0.0) for row in trainer.state.log_history
-                     if row.get("step", 0) > resumed_at.get("global_step", 0))
-    return max(output.metrics["train_runtime"] - evaluating, 1e-9)
-
-
-def _final_eval_loss(trainer) -> float | None:
-    """The validation loss at the last step: the end-of-epoch evaluation when it fell there, else a new one."""
-    last = next((row for row in reversed(trainer.state.log_history) if "eval_loss" in row), None)
-    if last is not None and last.get("step") == trainer.state.global_step:
-        return last["eval_loss"]
-    return trainer.evaluate().get("eval_loss")
-
-
-def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict[str, Any], data):
-    from transformers import Trainer
-    from trl import SFTConfig, SFTTrainer
-
-    class TutorSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if plan["fused_loss"]:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # The model's own loss on the collator's labels: -100 outside the completion, so still assistant-only.
-            if model.training:
-                self._total_train_tokens += int(self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum())
-                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-
-    args = SFTConfig(
-        **_common_args(run, settings, plan),
-        per_device_train_batch_size=plan["micro_batch"], per_device_eval_batch_size=plan["micro_batch"],
-        gradient_accumulation_steps=math.ceil(settings.batch_size / plan["micro_batch"]),
-        learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps or -1, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
-        save_steps=settings.save_steps, eval_strategy="epoch" if len(data["validation"]) else "no", max_length=settings.max_length, completion_only_loss=True,
-        # Packing: best-fit rows with position ids that restart per example, no padding at all; examples never see
-        # each other. Without it: one example per pass on a CPU, else batches of similar length padded to their longest.
-        packing=plan["packing"], packing_strategy="bfd", padding_free=plan["packing"],
-        train_sampling_strategy="group_by_length" if plan["micro_batch"] > 1 and not plan["packing"] else "random",
-        dataset_num_proc=None, remove_unused_columns=True,
-    )
-    validation = prompt_completion(data["validation"]) if len(data["validation"]) else None
-    return _quiet(lambda: TutorSFTTrainer(model=model, args=args, train_dataset=prompt_completion(data["train"]), eval_dataset=validation,
-                                          processing_class=tokenizer))
 
 
 def _quiet(make):
@@ -512,13 +327,13 @@ def peak_rss_mb() -> float:
 
 def _finish(trainer, model, tokenizer, run: Path, started_with: dict, metrics: dict, data_meta: dict) -> Result:
     """Save the adapter, the plot and the metadata (rank 0); metadata last, so a crash leaves the run unfinished."""
-    meta = {**started_with, "dataset": {**started_with["dataset"], "examples": {k: v for k, v in _split_sizes(data_meta).items()}},
+    meta = {**started_with, "dataset": {**started_with["dataset"], "examples": _split_sizes(data_meta)},
             "metrics": metrics, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if trainer.is_world_process_zero():
         model.save_pretrained(str(run))
         tokenizer.save_pretrained(str(run))
         plot_losses(run / LOG, run / PLOT, title=f"{started_with['subject']} {started_with['role']} adapter ({started_with['method']})")
-        _write_json(run / ADAPTER_META, meta)
+        runs.write_meta(run / ADAPTER_META, meta)
     trainer.accelerator.wait_for_everyone()
     return Result(run, meta)
 
@@ -527,61 +342,172 @@ def _split_sizes(data_meta: dict) -> dict[str, int]:
     return {split: sum(counts[split] for counts in data_meta["counts"].values()) for split in ("train", "validation", "test")}
 
 
-# --- the loss curve -----------------------------------------------------------------------
+# --- callbacks ------------------------------------------------------------------------
 
 
-def plot_losses(log: Path, out: Path, title: str) -> Path | None:
-    """loss.png from log.jsonl: training loss per step (raw and smoothed), validation loss where measured,
-    and for GRPO the mean reward on its own axis (its scale has nothing to do with the loss's)."""
-    if not log.is_file():
-        return None
-    import matplotlib
+def _callbacks(run: Path, max_minutes: float | None, started: float) -> list:
+    """A log.jsonl writer, and a time budget whose `stopped` says whether it ended the training."""
+    from transformers import TrainerCallback
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    class LogFile(TrainerCallback):
+        """Every logged step and evaluation, appended to log.jsonl as it happens (rank 0)."""
 
-    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    validation = sorted(dict((r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r).items())
-    reward = [(r["step"], r["reward"]) for r in rows if "reward" in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    if train:
-        steps, losses = zip(*train)
-        # Each step's loss comes from a handful of examples of very different difficulty, so the raw curve
-        # zig-zags; the smoothed one (an exponential moving average, as TensorBoard draws) shows the trend.
-        ax.plot(steps, losses, "-", color="tab:blue", alpha=0.3, label="training loss")
-        if len(train) >= 5:
-            ax.plot(steps, _smoothed(losses), "-", color="tab:blue", label="training loss, smoothed")
-    if validation:
-        ax.plot(*zip(*validation), "o-", color="tab:orange", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    handles, labels = ax.get_legend_handles_labels()
-    if reward:
-        right = ax.twinx()
-        right.plot(*zip(*reward), "-", color="tab:green", label="mean reward")
-        right.set_ylabel("mean reward")
-        more = right.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if handles:
-        ax.legend(handles, labels)
-    fig.tight_layout()
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                from .jsonl import append_lines
+
+                append_lines(run / LOG, [json.dumps({"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                                                     "seconds": round(time.monotonic() - started, 2), **logs})])
+
+    class TimeBudget(TrainerCallback):
+        """Stop after max_minutes of training, saving a checkpoint first."""
+
+        stopped = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if max_minutes and time.monotonic() - started > max_minutes * 60:
+                control.should_training_stop = control.should_save = self.stopped = True
+
+    return [LogFile(), TimeBudget()]
 
 
-def _smoothed(values, weight: float = 0.8) -> list[float]:
-    """Exponential moving average, debiased so the first points are not pulled towards zero."""
-    average, out = 0.0, []
-    for n, value in enumerate(values, 1):
-        average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight ** n))
-    return out
+def _use_bar(trainer) -> None:
+    """The trainer's progress bar, with the loss on it instead of a dict printed per step."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class Bar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(Bar)
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def prompt_completion(split):
+    """Chat examples -> prompt (system + user) and completion (the assistant turn).
+
+    TRL then computes the loss on the completion only, with any chat template:
+    no `{% generation %}` markers needed (SmolLM2's template has none).
+    """
+    return split.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                     remove_columns=split.column_names)
+
+
+# --- SFT ------------------------------------------------------------------------------
+
+
+def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig, *, base: str, resume: bool = False,
+        start_from: Path | None = None, dataset_path: Path | None = None, say: Callable[[str], None] = _say) -> Result:
+    """LoRA SFT of the subject's `role` adapter on its dataset; returns the finished run."""
+    from . import dataset as ds
+
+    if start_from is not None:  # checked first: the refusal must not hide behind a missing dataset
+        parent = runs.read_meta(start_from)
+        runs.check_bound(parent, kit.name, role, f"the adapter {start_from}", f"train {kit.name} from it")
+        base = parent["base_model"]
+    data, data_meta = ds.load(workspace, kit.name, role, dataset_path)
+    run = None
+    if resume:
+        run = runs.unfinished(workspace, kit.name, role, "sft")
+        started_with = runs.read_meta(run, RUN_META)
+        runs.check_bound(started_with, kit.name, role, f"the run {run}", f"train {kit.name} from it")
+        if started_with["dataset"]["fingerprint"] != data_meta["fingerprint"]:
+            was, now = started_with["dataset"]["fingerprint"], data_meta["fingerprint"]
+            raise TutorError(f"the {role} dataset changed since {run.name} started (fingerprint {was} -> {now}): "
+                             f"start a new run instead of --resume")
+        settings = TrainConfig.model_validate(started_with["settings"])
+        base = started_with["base_model"]
+        start_from = Path(started_with["start_from"]) if started_with.get("start_from") else None
+        say(f"resuming {run}")
+    evaluate = len(data["validation"]) > 0
+
+    def make_trainer(model, tokenizer, run, plan):
+        trainer = _sft_trainer(model, tokenizer, run, settings, plan, data)
+        if len(trainer.train_dataset) == 0:
+            raise TutorError(f"no {role} example keeps any of its answer within max_length = {settings.max_length} tokens: "
+                             f"raise max_length (the dataset card gives the longest)")
+        return trainer
+
+    def fit(trainer) -> dict[str, Any]:
+        # .get: under torchrun only rank 0 is sure to hold the gathered loss, and only rank 0 writes it down.
+        before = trainer.evaluate().get("eval_loss") if evaluate and not resume else None
+        checkpoint = _last_checkpoint(run) if resume else None
+        resumed_at = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        training_seconds = _training_seconds(trainer, output, resumed_at)  # before a final evaluate() adds to the log
+        after = _final_eval_loss(trainer) if evaluate else None
+        # Real (unpadded) tokens of every process, counted by the trainer as it feeds them; this call's only.
+        trained = trainer.state.num_input_tokens_seen - resumed_at.get("num_input_tokens_seen", 0)
+        return {"train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
+                "trained_tokens": trained, "tokens_per_second": round(trained / training_seconds, 1),
+                "training_seconds": round(training_seconds, 2),
+                "train_tokens_per_epoch": sum(len(ids) for ids in trainer.train_dataset["input_ids"])}
+
+    def announce(backend: str, run: Path) -> str:
+        return (f"training the {kit.name} {role} adapter ({backend}) from {base}: {len(data['train'])} train / "
+                f"{len(data['validation'])} validation examples -> {run}")
+
+    where = dataset_path or ds.dataset_dir(workspace, kit.name, role)
+    return _train(kit, workspace, role, settings, method="sft", base=base, start_from=start_from, dataset=(where, data_meta),
+                  announce=announce, make_trainer=make_trainer, fit=fit, resume=run, say=say)
+
+
+def _last_checkpoint(run: Path) -> str | None:
+    found = sorted((run / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return str(found[-1]) if found else None
+
+
+def _training_seconds(trainer, output, resumed_at: dict) -> float:
+    """This call's train_runtime less its end-of-epoch evaluations, which Trainer counts in it."""
+    evaluating = sum(row.get("eval_runtime", 0.0) for row in trainer.state.log_history
+                     if row.get("step", 0) > resumed_at.get("global_step", 0))
+    return max(output.metrics["train_runtime"] - evaluating, 1e-9)
+
+
+def _final_eval_loss(trainer) -> float | None:
+    """The validation loss at the last step: the end-of-epoch evaluation when it fell there, else a new one."""
+    last = next((row for row in reversed(trainer.state.log_history) if "eval_loss" in row), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return last["eval_loss"]
+    return trainer.evaluate().get("eval_loss")
+
+
+def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: HardwarePlan, data):
+    from transformers import Trainer
+    from trl import SFTConfig, SFTTrainer
+
+    class TutorSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if plan.fused_loss:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # The model's own loss on the collator's labels: -100 outside the completion, so still assistant-only.
+            # (TRL's token count and accuracy metrics come with its fused path; the token count is the Trainer's here.)
+            return Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs, num_items_in_batch)
+
+    args = SFTConfig(
+        **_common_args(run, settings, plan),
+        per_device_train_batch_size=plan.micro_batch, per_device_eval_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=math.ceil(settings.batch_size / plan.micro_batch),
+        learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1, lr_scheduler_type="cosine",
+        warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
+        eval_strategy="epoch" if len(data["validation"]) else "no", max_length=settings.max_length, completion_only_loss=True,
+        # Packing: best-fit rows with position ids that restart per example, no padding at all; examples never see
+        # each other. Without it: one example per pass on a CPU, else batches of similar length padded to their longest.
+        packing=plan.packing, packing_strategy="bfd", padding_free=plan.packing,
+        train_sampling_strategy="group_by_length" if plan.micro_batch > 1 and not plan.packing else "random",
+        # The trainer counts the real tokens it trains on (state.num_input_tokens_seen, kept in checkpoints): tokens/s.
+        include_num_input_tokens_seen="non_padding",
+        dataset_num_proc=None, remove_unused_columns=True,
+    )
+    validation = prompt_completion(data["validation"]) if len(data["validation"]) else None
+    return TutorSFTTrainer(model=model, args=args, train_dataset=prompt_completion(data["train"]), eval_dataset=validation,
+                           processing_class=tokenizer)
 
 
 # --- GRPO ------------------------------------------------------------------------------
@@ -677,54 +603,43 @@ def grpo(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig
     from . import dataset as ds
 
     task = task or role
-    start_from = start_from or latest_adapter(workspace, kit.name, role)
+    start_from = start_from or runs.latest_adapter(workspace, kit.name, role)
     if start_from is None:
-        raise TutorError(f"{kit.name} has no finished {role} adapter to reinforce: run `tutor --subject {kit.name} train --role {role}` first")
-    parent = read_meta(start_from)
-    check_bound(parent, kit.name, role, f"the adapter {start_from}")
+        raise TutorError(f"{kit.name} has no finished {role} adapter to reinforce: "
+                         f"run `tutor --subject {kit.name} train --role {role}` first")
+    parent = runs.read_meta(start_from)
+    runs.check_bound(parent, kit.name, role, f"the adapter {start_from}", f"train {kit.name} from it")
     data, data_meta = ds.load(workspace, kit.name, role)
     bank = _bank_of(kit, workspace, data_meta)
     rewards = rewards_for(kit, task)
     prompts = grpo_prompts(kit, workspace, task, data["train"], bank)
     if not len(prompts):
         raise TutorError(f"the {role} dataset's train split has no prompts for the {task} task")
-    backend = choose_backend(settings.backend)
-    plan = hardware_plan(settings, backend)
-    run = _new_run(workspace, kit.name, role, "grpo")
-    g = settings.grpo
-    say(f"GRPO on the {kit.name} {role} adapter ({task} task, {backend}) from {start_from}: {len(prompts)} prompts, "
-        f"rewards {', '.join(f'{r.name} x{r.weight:g}' for r in rewards)} -> {run}")
-    loaded = load_base(parent["base_model"], settings, backend=backend, plan=plan, say=say)
-    started_with = {"subject": kit.name, "role": role, "method": "grpo", "task": task, "base_model": loaded.base, "backend": backend,
-                    "plan": plan, "start_from": str(start_from), "rewards": {r.name: r.weight for r in rewards},
-                    "settings": settings.model_dump(mode="json"),
-                    "dataset": {"path": str(ds.dataset_dir(workspace, kit.name, role)), "fingerprint": data_meta["fingerprint"]}}
-    if _main_process():
-        _write_json(run / RUN_META, started_with)
-    model = add_lora(loaded, settings, start_from)
-    compile_fn = _compiler(kit, workspace)
-    trainer = _grpo_trainer(model, loaded.tokenizer, run, settings, plan, prompts,
-                            [reward_function(r, task, kit, bank, compile_fn) for r in rewards], [r.weight for r in rewards])
-    started = time.monotonic()
-    extra, bar = _callbacks(run, settings, started)
-    for callback in extra:
-        trainer.add_callback(callback)
-    _use_bar(trainer, bar)
-    output = trainer.train()
-    seconds = time.monotonic() - started
-    logged = [row for row in trainer.state.log_history if "reward" in row]
-    metrics = {
-        "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3), "seconds": round(seconds, 1),
-        "train_loss": round(output.training_loss, 4), "eval_loss_before": None, "eval_loss_after": None,
-        "reward_first": _round(logged[0]["reward"]) if logged else None, "reward_last": _round(logged[-1]["reward"]) if logged else None,
-        "rewards_last": {r.name: _round(logged[-1].get(f"rewards/{r.name}/mean")) for r in rewards} if logged else {},
-        "tokens_per_second": None, "peak_rss_mb": peak_rss_mb(), "processes": trainer.args.world_size,
-        "stopped_by_time_budget": bool(settings.max_minutes and seconds > settings.max_minutes * 60),
-    }
-    return _finish(trainer, model, loaded.tokenizer, run, started_with, metrics, data_meta)
+
+    def make_trainer(model, tokenizer, run, plan):
+        functions = [reward_function(r, task, kit, bank, _compiler(kit, workspace)) for r in rewards]
+        return _grpo_trainer(model, tokenizer, run, settings, plan, prompts, functions, [r.weight for r in rewards])
+
+    def fit(trainer) -> dict[str, Any]:
+        output = trainer.train()
+        logged = [row for row in trainer.state.log_history if "reward" in row]
+        first, last = (logged[0], logged[-1]) if logged else ({}, {})
+        return {"train_loss": round(output.training_loss, 4), "eval_loss_before": None, "eval_loss_after": None,
+                "reward_first": _round(first.get("reward")), "reward_last": _round(last.get("reward")),
+                "rewards_last": {r.name: _round(last.get(f"rewards/{r.name}/mean")) for r in rewards} if logged else {},
+                "tokens_per_second": None}
+
+    def announce(backend: str, run: Path) -> str:
+        weights = ", ".join(f"{r.name} x{r.weight:g}" for r in rewards)
+        return (f"GRPO on the {kit.name} {role} adapter ({task} task, {backend}) from {start_from}: {len(prompts)} prompts, "
+                f"rewards {weights} -> {run}")
+
+    return _train(kit, workspace, role, settings, method="grpo", base=parent["base_model"], start_from=start_from,
+                  dataset=(ds.dataset_dir(workspace, kit.name, role), data_meta), announce=announce, make_trainer=make_trainer, fit=fit,
+                  meta={"task": task, "rewards": {r.name: r.weight for r in rewards}}, say=say)
 
 
-def _grpo_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict[str, Any], prompts, functions, weights):
+def _grpo_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: HardwarePlan, prompts, functions, weights):
     from trl import GRPOConfig, GRPOTrainer
 
     g = settings.grpo
@@ -732,7 +647,64 @@ def _grpo_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: dict
         **_common_args(run, settings, plan),
         per_device_train_batch_size=g.prompts_per_step * g.generations, num_generations=g.generations,
         max_completion_length=g.max_completion, learning_rate=g.learning_rate, beta=g.beta, temperature=g.temperature,
-        max_steps=g.max_steps, reward_weights=weights, save_steps=settings.save_steps, lr_scheduler_type="constant",
+        max_steps=g.max_steps, reward_weights=weights, lr_scheduler_type="constant",
         remove_unused_columns=False,
     )
-    return _quiet(lambda: GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=prompts, processing_class=tokenizer))
+    return GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=prompts, processing_class=tokenizer)
+
+
+# --- the loss curve -----------------------------------------------------------------------
+
+
+def plot_losses(log: Path, out: Path, title: str) -> Path | None:
+    """loss.png from log.jsonl: training loss per step (raw and smoothed), validation loss where measured,
+    and for GRPO the mean reward on its own axis (its scale has nothing to do with the loss's)."""
+    if not log.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    validation = sorted(dict((r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r).items())
+    reward = [(r["step"], r["reward"]) for r in rows if "reward" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if train:
+        steps, losses = zip(*train)
+        # Each step's loss comes from a handful of examples of very different difficulty, so the raw curve
+        # zig-zags; the smoothed one (an exponential moving average, as TensorBoard draws) shows the trend.
+        ax.plot(steps, losses, "-", color="tab:blue", alpha=0.3, label="training loss")
+        if len(train) >= 5:
+            ax.plot(steps, _smoothed(losses), "-", color="tab:blue", label="training loss, smoothed")
+    if validation:
+        ax.plot(*zip(*validation), "o-", color="tab:orange", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    handles, labels = ax.get_legend_handles_labels()
+    if reward:
+        right = ax.twinx()
+        right.plot(*zip(*reward), "-", color="tab:green", label="mean reward")
+        right.set_ylabel("mean reward")
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if handles:
+        ax.legend(handles, labels)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def _smoothed(values, weight: float = 0.8) -> list[float]:
+    """Exponential moving average, debiased so the first points are not pulled towards zero."""
+    average, out = 0.0, []
+    for n, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** n))
+    return out

@@ -1,16 +1,22 @@
 """The workspace: where every stage keeps its files, one folder per subject.
 
   tutor-workspace/
-    tutor.toml          # Config, validated below; later stages add sections
+    tutor.toml          # Config (config.py); one section per stage
     templates/          # the user's prompt overrides, for every subject
     cache/diagrams/     # compiled diagrams, by content: never compiled twice
-    cache/teacher/      # every teacher reply, by request: never paid for twice
+    cache/teacher/responses.jsonl  # every teacher reply, by request: never paid for twice
     physics/
       templates/        # the user's prompt overrides for physics only
-      bank/             # questions.jsonl, answers.jsonl, diagrams.jsonl
+      bank/             # questions.jsonl, answers.jsonl, diagrams.jsonl, and the stages' rejects
       diagram-requests.jsonl  # DIAGRAM markers waiting for code (diagram extract)
       diagrams/         # pictures rendered on request (diagram render)
-      ...               # diagrams, datasets, adapters, reports (later stages)
+      scrape/<site>/    # pages fetched from a site, so a re-run fetches only the rest
+      datasets/<role>/  # training sets (dataset build)
+      adapters/<role>/  # LoRA adapters (train)
+      .<stage>.lock     # one run of a stage per subject at a time
+
+Every path a stage reads or writes is named here, once; stages ask the
+Workspace instead of joining folder names themselves.
 """
 
 from __future__ import annotations
@@ -63,11 +69,42 @@ class Workspace:
 
     @property
     def cache_dir(self) -> Path:
-        """Content-addressed caches shared by every subject (compiled diagrams, ...)."""
+        """Content-addressed caches shared by every subject (compiled diagrams, teacher replies)."""
         return self.root / "cache"
+
+    @property
+    def diagram_cache(self) -> Path:
+        return self.cache_dir / "diagrams"
+
+    @property
+    def teacher_log(self) -> Path:
+        """The teacher's response log (llm_client.ResponseLog), shared by every subject and stage."""
+        return self.cache_dir / "teacher" / "responses.jsonl"
 
     def bank_dir(self, subject: str) -> Path:
         return self.subject_dir(subject) / "bank"
+
+    def diagram_requests(self, subject: str) -> Path:
+        """The diagram requests `diagram extract` gathers and `teach diagrams` works through."""
+        return self.subject_dir(subject) / "diagram-requests.jsonl"
+
+    def pictures_dir(self, subject: str) -> Path:
+        """Where rendered pictures are written for a person to look at."""
+        return self.subject_dir(subject) / "diagrams"
+
+    def scrape_dir(self, subject: str, site: str) -> Path:
+        """One site's fetched pages and their index."""
+        return self.subject_dir(subject) / "scrape" / site
+
+    def dataset_dir(self, subject: str, role: str) -> Path:
+        return self.subject_dir(subject) / "datasets" / role
+
+    def adapters_dir(self, subject: str, role: str) -> Path:
+        return self.subject_dir(subject) / "adapters" / role
+
+    def lock(self, subject: str, stage: str) -> Path:
+        """The lock file that lets one run of `stage` at a time work on a subject."""
+        return self.subject_dir(subject) / f".{stage}.lock"
 
     def template_dirs(self, subject: str) -> list[Path]:
         """The user's template folders for a subject, most specific first."""

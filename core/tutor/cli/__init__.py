@@ -31,21 +31,27 @@ class TutorGroup(click.Group):
         if TutorGroup._plugin_commands_added:
             return
         TutorGroup._plugin_commands_added = True
-        from ..plugins import PluginWarning, plugin_manager
+        from ..plugins import call
 
-        # One plugin at a time, so a clash or a crash can be pinned on its plugin.
-        for impl in plugin_manager().hook.register_commands.get_hookimpls():
-            before = dict(self.commands)
-            try:
-                impl.function(cli=self)
-            except Exception as err:  # noqa: BLE001 - any failure in someone else's code
-                self.commands = before
-                warnings.warn(f"plugin {impl.plugin_name!r} failed in register_commands and was skipped there: {type(err).__name__}: {err}", PluginWarning, stacklevel=2)
-                continue
-            for name, command in before.items():
-                if self.commands[name] is not command:
-                    self.commands[name] = command
-                    warnings.warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; kept the original", PluginWarning, stacklevel=2)
+        # Through pluggy; each plugin's implementation is guarded, so a crash is pinned on its plugin
+        # (and warned about), and what that plugin added before it crashed is taken out again.
+        self._added_by: dict[str, list[str]] = {}
+        for failure in call("register_commands", cli=self):
+            for name in self._added_by.get(failure.plugin, []):
+                self.commands.pop(name, None)
+
+    def add_command(self, cmd, name=None):
+        name = name or cmd.name
+        if TutorGroup._plugin_commands_added:  # (the core's commands are added at import, before any plugin loads)
+            from ..plugins import PluginWarning, calling
+
+            if (plugin := calling()) is not None:  # a plugin's register_commands is running
+                if name in self.commands:
+                    message = f"plugin {plugin!r} tried to replace the command {name!r}; kept the original"
+                    warnings.warn(message, PluginWarning, stacklevel=2)
+                    return
+                self._added_by.setdefault(plugin, []).append(name)
+        super().add_command(cmd, name)
 
     def list_commands(self, ctx):
         self._add_plugin_commands()
@@ -83,8 +89,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 @click.group(cls=TutorGroup)
 @click.version_option(__version__, prog_name="tutor")
-@click.option("--subject", "-s", envvar="TUTOR_SUBJECT", metavar="NAME", help="The subject to work on, e.g. physics (see `tutor subjects`).")
-@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=default_root, show_default="$TUTOR_WORKSPACE or ./tutor-workspace", help="Where every stage keeps its files.")
+@click.option("--subject", "-s", envvar="TUTOR_SUBJECT", metavar="NAME",
+              help="The subject to work on, e.g. physics (see `tutor subjects`).")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=default_root,
+              show_default="$TUTOR_WORKSPACE or ./tutor-workspace", help="Where every stage keeps its files.")
 @click.pass_context
 def cli(ctx, subject, workspace):
     """Turn exam question banks into subject tutor models.
@@ -96,7 +104,8 @@ def cli(ctx, subject, workspace):
     ctx.obj = State(subject, workspace)
 
 
-for command in (info.subjects, info.plugins, info.types, info.config, bank.bank, prompts.prompts, collect.collect,
+for command in (info.subjects, info.plugins, info.types, info.formats, info.evaluators, info.rewards, info.config, bank.bank,
+                prompts.prompts, collect.collect,
                 diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, ask.ask, plugin.plugin):
     cli.add_command(command)
 

@@ -14,7 +14,8 @@ from ._common import pass_state
 @click.command()
 @click.argument("text", required=False)
 @click.option("--id", "question_id", metavar="QUESTION", help="Ask a bank question by id (with its type and marks, as trained).")
-@click.option("--role", type=click.Choice(ROLES), default="answer", show_default=True, help="diagram: TEXT is a description; the code is compiled.")
+@click.option("--role", type=click.Choice(ROLES), default="answer", show_default=True,
+              help="diagram: TEXT is a description; the code is compiled.")
 @click.option("--format", "format_name", metavar="FORMAT", help="Diagram format for the diagram role (default: the subject's first).")
 @click.option("--base", "base_only", is_flag=True, help="Answer with the base model alone, no adapter.")
 @click.option("--compare", is_flag=True, help="Answer with the base model and with the adapter, one after the other.")

@@ -1,4 +1,4 @@
-"""`tutor bank validate | stats | list`: check and inspect question banks."""
+"""`tutor bank validate | stats | list | ids`: check, inspect and author question banks."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def bank_validate(state, path):
     target = path or default_bank(state, kit)
     # The sample bank ships with its gold answers; a workspace bank gets them later, from teach.
     loaded = load_bank(kit, target, require_answers=path is None and target == kit.subject.bank)
-    click.echo(f"{kit.name}: {target}: ok: {len(loaded.questions)} questions, {len(loaded.answers)} gold answers, {len(loaded.diagrams)} diagrams")
+    counts = f"{len(loaded.questions)} questions, {len(loaded.answers)} gold answers, {len(loaded.diagrams)} diagrams"
+    click.echo(f"{kit.name}: {target}: ok: {counts}")
 
 
 @bank.command("stats")
@@ -78,3 +79,37 @@ def bank_list(state, path, type_id):
     loaded = load_bank(kit, path or default_bank(state, kit))
     rows = [(q.id, q.type, q.topic, str(q.marks), " ".join(q.stem.split())[:60]) for q in loaded.questions if type_id in (None, q.type)]
     table(["id", "type", "topic", "marks", "stem"], rows)
+
+
+@bank.command("ids")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--write", is_flag=True, help="Rewrite the files with the ids and links filled in (atomically, records in their order).")
+@pass_state
+def bank_ids(state, path, write):
+    """Fill in and check a bank's ids and question_id links, for banks written by hand.
+
+    Leave `id` out of a record, or keep a stale one after editing it; point an
+    answer or a diagram at its question by any unique prefix (4 or more
+    characters) of the question's id, or by the id it had before an edit. Lists
+    every change as file:line: field: old -> new and exits 1 if there is any;
+    --write makes them. Links that match no question are reported, not guessed.
+    """
+    from ..bank import bank_ids, write_bank_records
+    from ..errors import ValidationFailed
+
+    kit = state.kit()
+    target = path or default_bank(state, kit)
+    changes, problems, records = bank_ids(target)
+    for change in changes:
+        click.echo(str(change))
+    unreadable = [p for p in problems if p.field is None]
+    if write and changes and not unreadable:  # a line that is not JSON would be lost: fix those first
+        write_bank_records(records)
+    written = write and not unreadable
+    summary = (f"{len(changes)} changed" if written else f"{len(changes)} to change; --write makes them" if changes
+               else "every id and link is right")
+    click.echo(f"{kit.name}: {target}: {summary}", err=True)
+    if problems:
+        raise ValidationFailed(problems)
+    if changes and not write:
+        raise click.exceptions.Exit(1)

@@ -19,12 +19,15 @@ def collect():
 @collect.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", "source_name", help="Question source to read FILE with (default: by extension, csv or jsonl).")
-@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file mapping their columns to our fields.")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML file mapping their columns to our fields.")
 @click.option("--column", "columns", multiple=True, metavar="FIELD=COLUMN", help="Map one field, e.g. --column stem=Question (repeatable).")
-@click.option("--default", "defaults", multiple=True, metavar="FIELD=VALUE", help="Value for a field the file lacks, e.g. --default type=alevel-mcq.")
+@click.option("--default", "defaults", multiple=True, metavar="FIELD=VALUE",
+              help="Value for a field the file lacks, e.g. --default type=alevel-mcq.")
 @click.option("--encoding", default="utf-8-sig", show_default=True, help="Text encoding of FILE, e.g. gbk.")
 @click.option("--delimiter", help="CSV delimiter (default: sniffed from , ; tab |).")
-@click.option("--near", "near_threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Similarity (Jaccard of word pairs) from which questions are reported as near duplicates.")
+@click.option("--near", "near_threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="Similarity (Jaccard of word pairs) from which questions are reported as near duplicates.")
 @pass_state
 def collect_import(state, file, source_name, mapping, columns, defaults, encoding, delimiter, near_threshold):
     """Import questions from a CSV or JSON Lines export into the workspace bank.
@@ -32,7 +35,7 @@ def collect_import(state, file, source_name, mapping, columns, defaults, encodin
     Exact duplicates are skipped, near duplicates are reported (near-duplicates.jsonl),
     invalid rows go to rejects.jsonl with the reason and the line. Re-running is safe.
     """
-    from ..collect import Mapping, import_questions
+    from ..collect import NEAR_DUPLICATES, REJECTS, Mapping, import_questions
     from ..registry import registry
 
     kit = state.kit()
@@ -51,11 +54,12 @@ def collect_import(state, file, source_name, mapping, columns, defaults, encodin
            [tuple(str(n) for n in (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected))])
     click.echo(f"bank: {report.bank}")
     if report.near_duplicate:
-        click.echo(f"near duplicates: {bank_dir / 'near-duplicates.jsonl'} (e.g. {report.near_pairs[0].new_id} ~ {report.near_pairs[0].old_id}, similarity {report.near_pairs[0].similarity})")
+        pair = report.near_pairs[0]
+        click.echo(f"near duplicates: {bank_dir / NEAR_DUPLICATES} (e.g. {pair.new_id} ~ {pair.old_id}, similarity {pair.similarity})")
     if report.rejected:
         again = f" ({report.already_rejected} of the {report.rejected} already recorded there by an earlier run)"
         again = again if report.already_rejected else ""
-        click.echo(f"rejected rows, with reasons: {bank_dir / 'rejects.jsonl'}{again}")
+        click.echo(f"rejected rows, with reasons: {bank_dir / REJECTS}{again}")
 
 
 @collect.command("scrape")
@@ -69,7 +73,7 @@ def collect_scrape(state, site, delay):
     command again and only the rest is fetched. Credentials come from the
     environment variables the site file names.
     """
-    from ..collect import Importer, Mapping
+    from ..collect import REJECTS, Importer, Mapping
     from ..registry import registry
     from ..scrape import Session, SiteConfig
 
@@ -81,7 +85,7 @@ def collect_scrape(state, site, delay):
     if delay is not None:
         config = config.model_copy(update={"delay": delay})
     bank_dir = state.workspace.bank_dir(kit.name)
-    session = Session(config, state.workspace.subject_dir(kit.name) / "scrape" / config.name)
+    session = Session(config, state.workspace.scrape_dir(kit.name, config.name))
     mapping = Mapping.build(defaults=[f"{k}={v}" for k, v in config.defaults.items()])
     try:
         with Importer(kit, bank_dir, mapping) as importer, progress(None, f"scraping {config.name}") as advance:
@@ -89,12 +93,13 @@ def collect_scrape(state, site, delay):
                 importer.add(where, record)
                 advance()
     except KeyboardInterrupt:
-        raise TutorError(f"interrupted after {session.requests} requests; everything collected is saved: run the same command to resume") from None
+        raise TutorError(f"interrupted after {session.requests} requests; everything collected is saved: "
+                         "run the same command to resume") from None
     finally:
         session.close()
     report = importer.report
-    table(["read", "imported", "duplicate", "near-duplicate", "rejected", "requests", "cached pages"],
-           [tuple(str(n) for n in (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected, session.requests, session.from_cache))])
+    counts = (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected, session.requests, session.from_cache)
+    table(["read", "imported", "duplicate", "near-duplicate", "rejected", "requests", "cached pages"], [tuple(map(str, counts))])
     click.echo(f"bank: {report.bank}")
     if report.rejected:
-        click.echo(f"rejected questions, with reasons: {bank_dir / 'rejects.jsonl'}")
+        click.echo(f"rejected questions, with reasons: {bank_dir / REJECTS}")

@@ -20,9 +20,11 @@ def dataset():
               help="answer: question -> gold answer; diagram: description -> diagram code.")
 @click.option("--bank", "bank_path", type=click.Path(exists=True, path_type=Path),
               help="Bank folder or questions file (default: the workspace bank if it has gold answers, else the bundled sample bank).")
-@click.option("--model", "model_name", metavar="NAME", help="Base model whose tokenizer counts the tokens (default: [model] base in tutor.toml).")
+@click.option("--model", "model_name", metavar="NAME",
+              help="Base model whose tokenizer counts the tokens (default: [model] base in tutor.toml).")
 @click.option("--seed", type=int, help="Seed of the split (default: [train] seed, 0).")
-@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), help="Share held out for validation (default: [train] validation, 0.1).")
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True),
+              help="Share held out for validation (default: [train] validation, 0.1).")
 @click.option("--test", type=click.FloatRange(0, 1, max_open=True), help="Share held out for test (default: [train] test, 0.1).")
 @click.option("--identity-ratio", type=click.FloatRange(0, 1, max_open=True),
               help="Share of identity examples in the answer role's train split (default: [train] identity_ratio, 0.05).")
@@ -35,20 +37,22 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
     """
     from pydantic import ValidationError
 
-    from ..basemodels import load_tokenizer, resolve
-    from ..errors import TutorError
-    from ..config import TrainConfig
     from .. import dataset as ds
+    from ..basemodels import load_tokenizer, resolve
+    from ..config import TrainConfig
+    from ..errors import TutorError
 
     kit = state.kit()
     config = state.workspace.config()
-    overrides = {k: v for k, v in {"seed": seed, "validation": validation, "test": test, "identity_ratio": identity_ratio}.items() if v is not None}
+    given = {"seed": seed, "validation": validation, "test": test, "identity_ratio": identity_ratio}
+    overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = TrainConfig.model_validate(config.train.model_dump() | overrides)
     except ValidationError as err:
         raise TutorError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
     bank, label, where = ds.choose_bank(kit, state.workspace, bank_path)
-    click.echo(f"bank: {label.replace('`', '')}: {len(bank.questions)} questions, {len(bank.answers)} gold answers, {len(bank.diagrams)} diagrams")
+    click.echo(f"bank: {label.replace('`', '')}: {len(bank.questions)} questions, {len(bank.answers)} gold answers, "
+               f"{len(bank.diagrams)} diagrams")
     roles = list(ds.ROLES) if role == "all" else [role]
     for wanted, has, what in (("answer", bank.answers, "gold answers (tutor teach writes them)"), ("diagram", bank.diagrams, "diagrams")):
         if wanted in roles and not has:
@@ -62,10 +66,13 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
     tokenizer = load_tokenizer(base, say=say)
     for name in roles:
         built = ds.build(kit, bank, name, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
-                         user_dirs=state.workspace.template_dirs(kit.name), bank_label=label, bank_path=where, out=ds.dataset_dir(state.workspace, kit.name, name))
+                         user_dirs=state.workspace.template_dirs(kit.name), bank_label=label, bank_path=where,
+                         out=ds.dataset_dir(state.workspace, kit.name, name))
         click.echo(f"\n{name}: {built.path}  (fingerprint {built.fingerprint})")
         table(["split", "examples", "identity", "mean tokens", "max tokens"], ds.summary_rows(built))
         click.echo(ds.leakage_line(built))
+        if warning := ds.too_long_line(built):
+            click.echo(f"warning: {warning}", err=True)
         click.echo(f"card: {built.path / ds.CARD}")
 
 

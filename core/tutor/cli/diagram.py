@@ -31,7 +31,8 @@ _timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_ope
 @click.argument("source", metavar="FILE|-")
 @click.option("--format", "format_name", help="Diagram format (default: the subject's first).")
 @click.option("--standalone", is_flag=True, help="SOURCE is a whole LaTeX document, not a body the format wraps.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the pictures (default: <workspace>/<subject>/diagrams).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the pictures (default: <workspace>/<subject>/diagrams).")
 @_timeout_option
 @pass_state
 def diagram_render(state, source, format_name, standalone, out, timeout):
@@ -49,7 +50,7 @@ def diagram_render(state, source, format_name, standalone, out, timeout):
         raise TutorError(f"{source}: {rendering.error}")
     for note in rendering.warnings:
         click.echo(f"warning: {source}: {note}", err=True)
-    out = out or state.workspace.subject_dir(kit.name) / "diagrams"
+    out = out or state.workspace.pictures_dir(kit.name)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem if source != "-" else rendering.key[:12]
     for path in (rendering.png, rendering.svg, rendering.pdf):
@@ -60,7 +61,8 @@ def diagram_render(state, source, format_name, standalone, out, timeout):
 
 @diagram.command("check")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write every PNG here, to look at them.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write every PNG here, to look at them, as <question id>-<description>.png.")
 @click.option("--dpi", type=click.IntRange(50, 1200), help="Resolution of the PNGs written to --out (default: the cached 150).")
 @click.option("--workers", type=int, help="Parallel compiles (default: one per core).")
 @_timeout_option
@@ -74,7 +76,7 @@ def diagram_check(state, path, out, dpi, workers, timeout):
     import subprocess
 
     from ..bank import DIAGRAMS, load_bank
-    from ..diagrams import require_format
+    from ..diagrams import picture_names, require_format
     from ..jsonl import iter_jsonl, read_jsonl
     from ..models import Diagram
 
@@ -99,12 +101,12 @@ def diagram_check(state, path, out, dpi, workers, timeout):
     table(["format", "compiled", "diagrams", "rate"], rows)
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        for diagram, result in zip(diagrams, results):
+        for name, result in zip(picture_names(diagrams), results):
             if result.ok and dpi:  # e.g. 400 to see where a curly arrow starts
-                command = ["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(result.pdf), str(out.resolve() / f"{diagram.format}-{diagram.id}")]
+                command = ["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(result.pdf), str(out.resolve() / name)]
                 subprocess.run(renderer.confined(command, writable=[out.resolve()], readable=[result.pdf.parent]), check=True)
             elif result.ok:
-                shutil.copyfile(result.png, out / f"{diagram.format}-{diagram.id}.png")
+                shutil.copyfile(result.png, out / f"{name}.png")
     failures = [(d, r) for d, r in zip(diagrams, results) if not r.ok]
     for diagram, result in zip(diagrams, results):
         for note in result.warnings:
@@ -117,8 +119,10 @@ def diagram_check(state, path, out, dpi, workers, timeout):
 
 @diagram.command("extract")
 @click.argument("answers", type=click.Path(path_type=Path))
-@click.option("--bank", "bank_path", type=click.Path(path_type=Path), help="The questions the answers belong to, for each type's formats (default: the answers' folder).")
-@click.option("--output", "-o", help="Where to write the requests JSONL, or - for stdout (default: <workspace>/<subject>/diagram-requests.jsonl).")
+@click.option("--bank", "bank_path", type=click.Path(path_type=Path),
+              help="The questions the answers belong to, for each type's formats (default: the answers' folder).")
+@click.option("--output", "-o",
+              help="Where to write the requests JSONL, or - for stdout (default: the workspace's, where `teach diagrams` reads them).")
 @pass_state
 def diagram_extract(state, answers, bank_path, output):
     """Gather (DIAGRAM: ...) descriptions from gold answers into deduplicated diagram requests."""
@@ -138,6 +142,6 @@ def diagram_extract(state, answers, bank_path, output):
         for request in requests:
             click.echo(dumps(request))
         return
-    target = Path(output) if output else state.workspace.subject_dir(kit.name) / "diagram-requests.jsonl"
+    target = Path(output) if output else state.workspace.diagram_requests(kit.name)
     write_jsonl(target, requests)
     click.echo(f"{markers} markers in {len(gold)} answers -> {len(requests)} requests ({markers - len(requests)} duplicates) -> {target}")

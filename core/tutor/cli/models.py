@@ -35,7 +35,8 @@ def models_list(state, as_json):
         click.echo(json.dumps({"base": base, "models": [asdict(r) | {"base": r.name == chosen.name} for r in rows]}, indent=2))
         return
     table(["", "name", "hugging face id", "params", "trains on", "state"],
-           [("*" if r.name == chosen.name else "", r.name, r.hf_id, r.params, r.runs_on, r.state + (f": {r.where}" if r.where else "")) for r in rows])
+           [("*" if r.name == chosen.name else "", r.name, r.hf_id, r.params, r.runs_on, r.state + (f": {r.where}" if r.where else ""))
+            for r in rows])
     click.echo()
     for row in rows:
         click.echo(f"{row.name}: {row.note}")

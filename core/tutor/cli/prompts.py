@@ -18,7 +18,8 @@ def prompts():
 @prompts.command("render")
 @click.argument("kind")
 @click.option("--question", "question_id", metavar="ID", help="Question id or unique prefix (default: the bank's first question).")
-@click.option("--bank", "bank_path", type=click.Path(path_type=Path), help="Bank to take the question from (default: the bundled sample bank).")
+@click.option("--bank", "bank_path", type=click.Path(path_type=Path),
+              help="Bank to take the question from (default: the bundled sample bank).")
 @click.option("--student-answer", help="For `mark`: the answer to mark (default: the question's gold answer).")
 @click.option("--description", help="For `diagram`: what to draw (default: the first DIAGRAM marker in the question's gold answer).")
 @click.option("--format", "format_name", help="For `diagram`: the diagram format (default: chosen from the description).")

@@ -36,7 +36,8 @@ def teach_config(state):
     cfg = teacher_config(state.workspace)
     shown = cfg.model_dump(mode="json")
     if cfg.api_key_env:  # whether the key is there, never what it is
-        shown["api_key"] = f"set in {cfg.api_key_env}" if os.environ.get(cfg.api_key_env, "").strip() else f"missing: export {cfg.api_key_env}=..."
+        present = os.environ.get(cfg.api_key_env, "").strip()
+        shown["api_key"] = f"set in {cfg.api_key_env}" if present else f"missing: export {cfg.api_key_env}=..."
     click.echo(json.dumps(shown, indent=2))
 
 
@@ -55,13 +56,14 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
     bank/answer-rejects.jsonl. Good ones go to bank/answers.jsonl.
     """
     from .. import teach as t
+    from ..llm_client import api_key
 
     kit = state.kit()
     cfg = _config(state, concurrency)
     if dry_run:
         return _dry_run(cfg, t.answer_estimates(kit, state.workspace, cfg, type_id, limit, retry_rejects), "questions",
                         f"replies from each type's word band at {t.TOKENS_PER_WORD:g} tokens a word")
-    key = t.api_key(cfg)
+    key = api_key(cfg)
     run = t.AnswerRun()
     with _bar(f"answers by {cfg.model}") as progress:
         t.run_sync(lambda: t.teach_answers(kit, state.workspace, cfg, key, run, type_id=type_id, limit=limit,
@@ -87,7 +89,8 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
 @teach.command("diagrams")
 @click.option("--limit", type=click.IntRange(0), help="At most this many diagram requests in this run.")
 @click.option("--dry-run", is_flag=True, help="Send nothing: show the prompts and estimate tokens and cost.")
-@click.option("--repair-rounds", type=click.IntRange(0, 10), help="Times code that fails to compile is sent back with its error (default: teacher.repair_rounds).")
+@click.option("--repair-rounds", type=click.IntRange(0, 10),
+              help="Times code that fails to compile is sent back with its error (default: teacher.repair_rounds).")
 @click.option("--retry-failed", is_flag=True, help="Ask again for requests whose code never compiled before.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once (default: teacher.concurrency).")
 @pass_state
@@ -99,6 +102,7 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
     request's rounds to bank/diagram-attempts.jsonl.
     """
     from .. import teach as t
+    from ..llm_client import api_key
 
     kit = state.kit()
     cfg = _config(state, concurrency)
@@ -107,7 +111,7 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
     if dry_run:
         return _dry_run(cfg, t.diagram_estimates(kit, state.workspace, cfg, limit, retry_failed), "requests",
                         f"replies at {t.DIAGRAM_TOKENS} tokens, first tries only (repairs cost more)")
-    key = t.api_key(cfg)
+    key = api_key(cfg)
     run = t.DiagramRun()
     with _bar(f"diagrams by {cfg.model}") as progress:
         t.run_sync(lambda: t.teach_diagrams(kit, state.workspace, cfg, key, run, limit=limit, retry_failed=retry_failed,
@@ -124,8 +128,10 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
            [(name, str(n), _rate(first, n), _rate(after, n)) for name, (n, first, after) in sorted(run.per_format.items())]
            + [("all", str(run.tried), _rate(run.first_try, run.tried), _rate(run.compiled, run.tried))])
     click.echo()
-    table(["requests", "compiled", "not compiled", "failed", "replies compiled", "requests sent", "replayed", "tokens", "est. cost", "seconds"],
-           [(str(run.total), str(run.compiled), str(run.not_compiled), str(run.failed), str(run.attempts), *_usage_cells(run.usage), f"{run.seconds:.1f}")])
+    counts = (run.total, run.compiled, run.not_compiled, run.failed, run.attempts)
+    headers = ["requests", "compiled", "not compiled", "failed", "replies compiled",
+               "requests sent", "replayed", "tokens", "est. cost", "seconds"]
+    table(headers, [(*map(str, counts), *_usage_cells(run.usage), f"{run.seconds:.1f}")])
     click.echo(f"diagrams: {bank / t.DIAGRAMS}\nattempts and errors: {bank / t.DIAGRAM_ATTEMPTS}")
     if run.skipped_failures:
         click.echo(f"{run.skipped_failures} failed before and not asked again: --retry-failed asks for them")
@@ -174,12 +180,14 @@ def _dry_run(cfg, estimates, what: str, basis: str) -> None:
     if not estimates:
         click.echo(f"nothing to send: no {what} are waiting")
         return
-    rows = [(e.label, str(e.items), str(e.replayed), str(e.prompt_tokens), str(e.completion_tokens), f"${e.cost(cfg):.2f}") for e in estimates]
+    rows = [(e.label, *map(str, (e.items, e.replayed, e.prompt_tokens, e.completion_tokens)), f"${e.cost(cfg):.2f}") for e in estimates]
     total = [sum(getattr(e, name) for e in estimates) for name in ("items", "replayed", "prompt_tokens", "completion_tokens")]
     rows.append(("all", *map(str, total), f"${sum(e.cost(cfg) for e in estimates):.2f}"))
     table(["", what, "in the log (free)", "prompt tokens", "reply tokens (est.)", "est. cost"], rows)
-    click.echo(f"\nteacher: {cfg.model} at {cfg.base_url}; prices ${cfg.price_input:g} / ${cfg.price_output:g} per million prompt / reply tokens"
-               f"; prompts at 4 characters a token, {basis}{f', plus {cfg.reasoning_tokens} reasoning tokens each' if cfg.reasoning_tokens else ''}."
+    reasoning = f", plus {cfg.reasoning_tokens} reasoning tokens each" if cfg.reasoning_tokens else ""
+    click.echo(f"\nteacher: {cfg.model} at {cfg.base_url}; "
+               f"prices ${cfg.price_input:g} / ${cfg.price_output:g} per million prompt / reply tokens"
+               f"; prompts at 4 characters a token, {basis}{reasoning}."
                "\nNothing was sent.")
 
 

@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from ..console import say, table
-from ..runs import ROLES
+from ..runs import PLOT, ROLES
 
 
 def _metrics_table(meta: dict) -> None:
     m = meta["metrics"]
     rows = [("train loss", m.get("train_loss")),
             ("validation loss", f"{m['eval_loss_before']} -> {m['eval_loss_after']}" if m.get("eval_loss_after") is not None else None),
-            ("mean reward", f"{m['reward_first']} -> {m['reward_last']} (first -> last step)" if m.get("reward_last") is not None else None),
+            ("mean reward", f"{m['reward_first']} -> {m['reward_last']} (first -> last step)"
+             if m.get("reward_last") is not None else None),
             *((f"  {name}", value) for name, value in m.get("rewards_last", {}).items()),
             ("steps", m["steps"]), ("epochs", m.get("epochs")), ("time", f"{m['seconds']} s"),
             ("tokens/s", m.get("tokens_per_second")), ("peak RSS", f"{m['peak_rss_mb']} MB")]
@@ -23,8 +24,6 @@ def _metrics_table(meta: dict) -> None:
 
 def _report(result) -> None:
     import os
-
-    from ..train import PLOT
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch, rank 0 speaks for all
         return
@@ -61,7 +60,8 @@ def train(ctx, role, resume, start_from, dataset_path, base, **flags):
     """
     if ctx.invoked_subcommand:
         ctx.meta["tutor.role"] = role
-        given = [f"--{k.replace('_', '-')}" for k, v in {"resume": resume, "from": start_from, "dataset": dataset_path, "model": base, **flags}.items() if v]
+        options = {"resume": resume, "from": start_from, "dataset": dataset_path, "model": base, **flags}
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v]
         if given:
             raise click.UsageError(f"{', '.join(given)} belong{'s' if len(given) == 1 else ''} to SFT; give GRPO's options after `grpo`")
         return

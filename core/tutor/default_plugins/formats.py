@@ -1,27 +1,29 @@
-"""Plain TikZ (with pgfplots for graphs): the diagram format every subject can fall back on."""
+"""Plain TikZ (with pgfplots for graphs): the diagram format every subject can fall back on.
 
-from tutor import hookimpl
-from tutor.models import DiagramFormat
+The format is built inside the hook: importing this module (as listing the
+plugins for `tutor --help` does) must not build the models.
+"""
 
-TIKZ = DiagramFormat(
-    name="tikz",
-    title="TikZ picture (with pgfplots)",
-    preamble=r"""
+from tutor.hookspecs import hookimpl
+
+PREAMBLE = r"""
 \usepackage{amsmath}
 \usepackage{tikz}
 \usetikzlibrary{arrows.meta,calc,positioning,patterns,decorations.pathmorphing,decorations.markings,angles,quotes}
 \usepackage{pgfplots}
 \pgfplotsset{compat=1.18}
-""",
-    environment="tikzpicture",
-    example=r"""\begin{tikzpicture}
+"""
+
+EXAMPLE = r"""\begin{tikzpicture}
   \draw[->] (0,0) -- (4,0) node[right] {$t$};
   \draw[->] (0,0) -- (0,3) node[above] {$v$};
   \draw[thick] (0,0.5) -- (3.5,2.5);
-\end{tikzpicture}""",
-)
+\end{tikzpicture}"""
 
 
 @hookimpl
 def register_diagram_formats(register):
-    register(TIKZ)
+    from tutor.models import DiagramFormat
+
+    register(DiagramFormat(name="tikz", title="TikZ picture (with pgfplots)", preamble=PREAMBLE, environment="tikzpicture",
+                           example=EXAMPLE))

@@ -2,99 +2,47 @@
 
 Every reward maps a RewardBatch to one score in [0, 1] per completion and is
 total over completions: empty, huge or unicode garbage scores low, never raises.
+The models are imported where they are used: importing this module (as listing
+the plugins for `tutor --help` does) must not build them.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from tutor import hookimpl
-from tutor.default_plugins.evaluators import agrees, numbers_in, score_mcq
+from tutor.answers import answer_flaws, answer_words, question_text
 from tutor.errors import TutorError
-from tutor.markers import MarkerError, find_diagrams, replace_diagrams
-from tutor.models import Question, QuestionType, Reward, RewardBatch, normalise_text
+from tutor.hookspecs import hookimpl
 from tutor.registry import get_subject, registry
-from tutor.rewards_text import content_words, tfidf_cosine
+from tutor.rewards_text import tfidf_cosine
+
+if TYPE_CHECKING:
+    from tutor.models import Question, QuestionType, RewardBatch
+
+# --- rewards built from evaluators --------------------------------------------------------
 
 
-def mcq_correct(batch: RewardBatch) -> list[float]:
-    return [score_mcq(q, c).fraction if q is not None and q.is_mcq else 0.0 for q, c in zip(batch.questions, batch.completions, strict=True)]
+def from_evaluator(name: str, judges: Callable[[Question], bool] = lambda question: True) -> Callable[[RewardBatch], list[float]]:
+    """A reward that is evaluator `name`'s fraction of the marks, for each completion whose question it judges (else 0).
+
+    The evaluator is looked up when the reward scores, not when it registers: the
+    registry is still being built then, and the lookup finds the evaluator a
+    plugin registered, so reward and eval always judge alike.
+    """
+
+    def score(batch: RewardBatch) -> list[float]:
+        evaluator = registry().evaluators[name]
+        return [evaluator.score(q, c).fraction if q is not None and judges(q) else 0.0
+                for q, c in zip(batch.questions, batch.completions, strict=True)]
+
+    score.__name__ = name.replace("-", "_")
+    return score
 
 
-# --- mark-points ------------------------------------------------------------------------
-
-# A point is covered when at least half of its content words, and at least half
-# of its numbers, appear in the answer. Half, not all: points carry bracketed
-# synonyms and asides ("superpose (interfere)", "(and speed)") that one correct
-# phrasing never uses all of. Words and numbers are judged apart so that "kg"
-# alone cannot earn "2500 kg/m^3", nor a bare number an explanation.
-COVERAGE = 0.5
-_ALTERNATIVE = re.compile(r";\s*(?:or\s+)?(?:accept|allow)\b\s*:?", re.IGNORECASE)
-
-
-def safe_numbers(text: str) -> list[float]:
-    """numbers_in, but finite values only and never raising (10^99999 overflows a float)."""
-    try:
-        found = numbers_in(text)
-    except (OverflowError, ValueError):  # retry line by line, dropping only the lines that fail
-        found = []
-        for line in text.splitlines():
-            try:
-                found += numbers_in(line)
-            except (OverflowError, ValueError):
-                continue
-    return [n for n in found if math.isfinite(n)]
-
-
-def _has_number(value: float, numbers: list[float]) -> bool:
-    """Some number of the sorted list agrees with `value` to 3 s.f. (bisect: answers can hold thousands)."""
-    window = abs(value) * 0.01  # wider than half a step in the 3rd significant figure
-    return any(agrees(n, value, 3) for n in numbers[bisect_left(numbers, value - window): bisect_right(numbers, value + window)])
-
-
-def _point_terms(question: Question) -> list[tuple[str | None, int, list[tuple[set[str], list[float], str]]]]:
-    """(part, marks, alternatives) per marking point; an alternative is (words, numbers, text)."""
-    out = []
-    for point in question.mark_scheme.points:
-        alternatives = [a.strip() for a in _ALTERNATIVE.split(point.text) if a.strip()] or [point.text]
-        out.append((point.part, point.marks, [(content_words(a), safe_numbers(a), a) for a in alternatives]))
-    return out
-
-
-def _covered(words: set[str], numbers: list[float], text: str, flat: str, answer_words: set[str], answer_numbers: list[float]) -> bool:
-    """Whether one alternative of a point is in the answer (`flat`: its normalised lower-case text)."""
-    if not words and not numbers:  # nothing to match ("C"): the text itself must appear
-        return normalise_text(text).lower() in flat
-    if words and len(words & answer_words) / len(words) < COVERAGE:
-        return False
-    distinct = set(numbers)
-    return not distinct or sum(_has_number(v, answer_numbers) for v in distinct) / len(distinct) >= COVERAGE
-
-
-def mark_points(batch: RewardBatch) -> list[float]:
-    """Marks of the covered points over the marks of the point-marked parts (levelled parts are skipped)."""
-    terms: dict[int, list] = {}
-    scores = []
-    for question, completion in zip(batch.questions, batch.completions, strict=True):
-        if question is None:
-            scores.append(0.0)
-            continue
-        if id(question) not in terms:  # a prompt's completions share one question: parse its scheme once
-            terms[id(question)] = _point_terms(question)
-        points = terms[id(question)]
-        answer = (normalise_text(completion).lower(), content_words(completion), sorted(safe_numbers(completion)))
-        levelled = {lv.part for lv in question.mark_scheme.levels}
-        got = total = 0
-        for label, marks in [(p.label, p.marks) for p in question.parts] or [(None, question.marks)]:
-            if label in levelled:
-                continue
-            covered = sum(m for part, m, alts in points if part == label and any(_covered(w, n, t, *answer) for w, n, t in alts))
-            got += min(covered, marks)  # points may offer more marks than the part has (a max rule)
-            total += marks
-        scores.append(got / total if total else 0.0)
-    return scores
+mcq_correct = from_evaluator("mcq", lambda question: question.is_mcq)
+mark_points = from_evaluator("mark-points")  # levelled-only questions score 0: the evaluator finds no point-marked part
 
 
 # --- format-length ----------------------------------------------------------------------
@@ -129,17 +77,16 @@ def format_length(batch: RewardBatch) -> list[float]:
     types = _types(batch.subject.name)
     scores = []
     for question, completion in zip(batch.questions, batch.completions, strict=True):
-        try:
-            markers = find_diagrams(completion)
-        except MarkerError:
+        qtype = types.get(question.type) if question is not None else None
+        flaws = {flaw.rule for flaw in answer_flaws(qtype, completion)}  # bank validation's rule; the key is mcq-correct's reward
+        if "markers" in flaws:
             scores.append(0.0)
             continue
-        qtype = types.get(question.type) if question is not None else None
         if qtype is None:  # nothing to measure against: well-formed is all we can reward
             scores.append(1.0)
             continue
-        score = _length_factor(len(replace_diagrams(completion, lambda marker: "").split()), qtype)
-        if (qtype.diagrams == "required" and not markers) or (qtype.diagrams == "none" and markers):
+        score = _length_factor(answer_words(completion), qtype)
+        if flaws & {"diagram-missing", "diagram-forbidden"}:
             score *= 0.5
         scores.append(score)
     return scores
@@ -160,7 +107,8 @@ def diagram_code(completion: str, format_name: str) -> str:
 
 def diagram_compiles(batch: RewardBatch) -> list[float]:
     if batch.compile is None:
-        raise TutorError("the diagram-compiles reward needs RewardBatch.compile, a (format, code) -> error-or-None function; the batch has none")
+        raise TutorError("the diagram-compiles reward needs RewardBatch.compile, a (format, code) -> error-or-None function; "
+                         "the batch has none")
     results: dict[tuple[str, str], float] = {}
     scores = []
     for fmt, completion in zip(batch.formats, batch.completions, strict=True):
@@ -181,10 +129,6 @@ def diagram_compiles(batch: RewardBatch) -> list[float]:
 NOVELTY_THRESHOLD = 0.85
 
 
-def question_text(question: Question) -> str:
-    return "\n".join([question.stem, *(p.text for p in question.parts), *question.options.values()])
-
-
 def novelty(batch: RewardBatch) -> list[float]:
     scores = [0.0] * len(batch)
     live = [i for i, c in enumerate(batch.completions) if c.strip()]
@@ -202,6 +146,8 @@ def diversity(batch: RewardBatch) -> list[float]:
     """1 - the highest similarity to another completion of the same prompt; an empty completion gets 0."""
     texts = batch.completions
     sims = tfidf_cosine(texts, texts, texts) if texts else None
+    from tutor.models import normalise_text
+
     flat = [normalise_text(t) for t in texts]
     scores = []
     for i, text in enumerate(texts):
@@ -217,11 +163,12 @@ def diversity(batch: RewardBatch) -> list[float]:
 
 @hookimpl
 def register_rewards(register):
-    register(Reward(name="mcq-correct", description="1.0 when an MCQ completion chooses the key, else 0.", task="answer", score=mcq_correct))
-    register(Reward(
-        name="mark-points", task="answer", score=mark_points,
-        description="Share of the point-marked marks whose marking points the answer covers (half their content words and numbers to 3 s.f.).",
-    ))
+    from tutor.models import Reward
+
+    register(Reward(name="mcq-correct", task="answer", score=mcq_correct,
+                    description="The mcq evaluator: 1.0 when an MCQ completion chooses the key, else 0."))
+    register(Reward(name="mark-points", task="answer", score=mark_points,
+                    description="The mark-points evaluator's share of the point-marked marks whose marking points the answer covers."))
     register(Reward(
         name="format-length", task="answer", score=format_length,
         description="1.0 inside the type's answer_words band, linear to 0 at half the minimum or double the maximum; "

@@ -1,4 +1,4 @@
-"""A site adapter in code: the worked example of docs/scraping.md.
+"""A site adapter in code: the worked example of docs/collecting.md.
 
 The fixture bank's /js/list.html builds its questions with JavaScript from an
 array in an inline script. The generic adapter can render that page in
@@ -34,4 +34,5 @@ def read_js_list(location, session, images_dir, **options):
 
 @hookimpl
 def register_sources(register):
-    register(QuestionSource(name="fixture-js-data", description="The fixture bank's JavaScript list, read from its data array.", fetch=read_js_list))
+    register(QuestionSource(name="fixture-js-data", description="The fixture bank's JavaScript list, read from its data array.",
+                            fetch=read_js_list))

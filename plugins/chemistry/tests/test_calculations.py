@@ -18,7 +18,7 @@ RECOMPUTE = {
     "dc54c7443aa227e4": {
         None: lambda: 2 ** 1 * 2 ** 2,
     },
-    # alevel-mcq, equilibria: Barium hydroxide, Ba(OH)₂, is a strong base that is fully dissociated 
+    # alevel-mcq, equilibria: Barium hydroxide, Ba(OH)₂, is a strong base that is fully dissociated
     "fe2d4dfa5530ab25": {
         None: lambda: -math.log10(1.00e-14 / (2 * 0.0100)),
     },
@@ -26,11 +26,11 @@ RECOMPUTE = {
     "6767cdb4bab36ee7": {
         None: lambda: 1.36 - 0.77,
     },
-    # alevel-mcq, organic: How many isomers, including stereoisomers, have the molecular formula 
+    # alevel-mcq, organic: How many isomers, including stereoisomers, have the molecular formula
     "b9017ae811509a57": {
         None: lambda: 4 + 1,
     },
-    # igcse-mcq, analysis: A mixture of dyes is separated by paper chromatography. One dye moves 
+    # igcse-mcq, analysis: A mixture of dyes is separated by paper chromatography. One dye moves
     "08db24ce9ec912c5": {
         None: lambda: 3.6 / 8.0,
     },
@@ -98,15 +98,17 @@ RECOMPUTE = {
     "6c3e0c206a4c2298": {
         "b": lambda: ((25.60 - 0.50) + (26.00 - 1.00) + (25.25 - 0.20)) / 3,
         "c:Mr": lambda: 3.58 / (0.100 * ((25.60 - 0.50) + (26.00 - 1.00) + (25.25 - 0.20)) / 3 / 1000 / 2 * 250.0 / 25.0),
-        "c:x": lambda: (3.58 / (0.100 * ((25.60 - 0.50) + (26.00 - 1.00) + (25.25 - 0.20)) / 3 / 1000 / 2 * 250.0 / 25.0) - (2 * 23.0 + 12.0 + 3 * 16.0)) / (2 * 1.0 + 16.0),
+        "c:x": lambda: (3.58 / (0.100 * ((25.60 - 0.50) + (26.00 - 1.00) + (25.25 - 0.20)) / 3 / 1000 / 2 * 250.0 / 25.0)
+                        - (2 * 23.0 + 12.0 + 3 * 16.0)) / (2 * 1.0 + 16.0),
         "e": lambda: 2 * 0.05 / 25.05 * 100,
     },
     # alevel-practical, equilibria: A student determines the equilibrium constant, Kc, for the formation o
     "ea884bcf1c9b3e3f": {
         "c": lambda: 0.200 * (24.05 - 2.50) / 1000 * 250.0 / 25.0,
-        "d": lambda: (0.200 - 0.200 * (24.05 - 2.50) / 1000 * 10) ** 2 / (0.200 * (24.05 - 2.50) / 1000 * 10 * (0.300 - (0.200 - 0.200 * (24.05 - 2.50) / 1000 * 10))),
+        "d": lambda: ((0.200 - 0.200 * (24.05 - 2.50) / 1000 * 10) ** 2
+                      / (0.200 * (24.05 - 2.50) / 1000 * 10 * (0.300 - (0.200 - 0.200 * (24.05 - 2.50) / 1000 * 10)))),
     },
-    # igcse-structured, atomic-structure: The table shows the numbers of protons, neutrons and electrons in six 
+    # igcse-structured, atomic-structure: The table shows the numbers of protons, neutrons and electrons in six
     "d3d0686581ce4293": {
         "d": lambda: 18 + 22,
         "f": lambda: (75 * 35 + 25 * 37) / 100,
@@ -158,7 +160,7 @@ RECOMPUTE = {
         "d": lambda: (30 - 0.20 * 30) + (90 - 3 * 0.20 * 30) + 2 * 0.20 * 30,
         "e": lambda: 2 * 0.20 * 30 / 24 * (14 + 3 * 1),
     },
-    # igcse-calculation, kinetics: A student adds 0.12 g of magnesium ribbon to 50.0 cm³ of 0.50 mol/dm³ 
+    # igcse-calculation, kinetics: A student adds 0.12 g of magnesium ribbon to 50.0 cm³ of 0.50 mol/dm³
     "690b0a65b8fb68cd": {
         "a": lambda: 0.12 / 24,
         "b": lambda: 0.50 * 50.0 / 1000,
@@ -172,7 +174,8 @@ RECOMPUTE = {
     # igcse-practical, energetics: A student finds the concentration of a solution of sodium hydroxide by
     "31e8f8e0c754ec72": {
         "d:volume": lambda: (31.7 - 20.0 * (27.7 - 31.7) / 20.0 - 21.0) / ((30.6 - 21.0) / 15.0 - (27.7 - 31.7) / 20.0),
-        "d:temperature": lambda: 21.0 + (30.6 - 21.0) / 15.0 * (31.7 - 20.0 * (27.7 - 31.7) / 20.0 - 21.0) / ((30.6 - 21.0) / 15.0 - (27.7 - 31.7) / 20.0),
+        "d:temperature": lambda: (21.0 + (30.6 - 21.0) / 15.0 * (31.7 - 20.0 * (27.7 - 31.7) / 20.0 - 21.0)
+                                  / ((30.6 - 21.0) / 15.0 - (27.7 - 31.7) / 20.0)),
         "e": lambda: 2.00 * 17.5 / 1000 / (25.0 / 1000),
     },
     # igcse-practical, analysis: A student uses paper chromatography to find out which dyes are in a fo

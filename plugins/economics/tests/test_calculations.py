@@ -8,7 +8,7 @@ RECOMPUTE = {
         "PED": lambda: ((450 - 500) / 500 * 100) / ((10 - 8) / 8 * 100),
         "change in total revenue": lambda: 10 * 450 - 8 * 500,
     },
-    # alevel-mcq, international-trade: The table shows the maximum output of wheat or cloth that each of two 
+    # alevel-mcq, international-trade: The table shows the maximum output of wheat or cloth that each of two
     "a1218e0c74e8aa10": {
         "opportunity cost of cloth in X": lambda: 100 / 50,
         "opportunity cost of cloth in Y": lambda: 60 / 40,
@@ -48,11 +48,11 @@ RECOMPUTE = {
     "73816fe5a3b1847c": {
         None: lambda: (16 + 4) / 40 * 100,
     },
-    # igcse-mcq, price-system: The price of a bus ticket rises from $5.00 to $6.00. As a result, the 
+    # igcse-mcq, price-system: The price of a bus ticket rises from $5.00 to $6.00. As a result, the
     "ecbaa4cb45e2f227": {
         None: lambda: ((900 - 1200) / 1200 * 100) / ((6 - 5) / 5 * 100),
     },
-    # igcse-2, international-trade: In 2024 a country exported goods worth $40 billion and imported goods 
+    # igcse-2, international-trade: In 2024 a country exported goods worth $40 billion and imported goods
     "b5bede7dab772a4e": {
         None: lambda: 40 - 46,
     },
@@ -76,7 +76,7 @@ RECOMPUTE = {
         "a": lambda: (120.4 - 112.0) / 112.0 * 100,
         "b": lambda: (1 + 4.0 / 100) / (1 + (120.4 - 112.0) / 112.0) * 100 - 100,
     },
-    # alevel-data-response, international-trade: A tariff on steel in Kestria Kestria's steel industry has been losing 
+    # alevel-data-response, international-trade: A tariff on steel in Kestria Kestria's steel industry has been losing
     "0eea22f64a856c9f": {
         "a": lambda: 0.20 * 500 * 4.0,
         "b": lambda: (4.0 - 6.0) / 6.0 * 100,

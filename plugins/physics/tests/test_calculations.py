@@ -14,11 +14,11 @@ RECOMPUTE = {
     "ffdfbe3043762e38": {
         None: lambda: 6.63e-34 * 3.00e8 / 250e-9 - 3.2 * 1.60e-19,
     },
-    # alevel-mcq, fields: Two parallel metal plates are 4.0 mm apart in a vacuum. The 
+    # alevel-mcq, fields: Two parallel metal plates are 4.0 mm apart in a vacuum. The
     "63815c511f22edbd": {
         None: lambda: 1.60e-19 * 600 / 4.0e-3,
     },
-    # alevel-mcq, nuclear: A nucleus of uranium-238 (nucleon number 238, proton number 
+    # alevel-mcq, nuclear: A nucleus of uranium-238 (nucleon number 238, proton number
     "7c8bf989c5d3db28": {
         "nucleon number": lambda: 238 - 4,
         "proton number": lambda: 92 - 2 + 2 * 1,
@@ -49,7 +49,7 @@ RECOMPUTE = {
         "c(i)": lambda: 1.5e5 * (2.4e-3 - 1.6e-3),
         "c(ii)": lambda: -300 + 1.5e5 * (2.4e-3 - 1.6e-3),
     },
-    # alevel-calculation, mechanics: A ball is kicked from ground level with an initial velocity 
+    # alevel-calculation, mechanics: A ball is kicked from ground level with an initial velocity
     "7e3f4534194a9828": {
         "a:horizontal": lambda: 18 * cos(radians(35)),
         "a:vertical": lambda: 18 * sin(radians(35)),
@@ -63,7 +63,7 @@ RECOMPUTE = {
         "b": lambda: (6.0 - 1.1 * 5.0) / 1.1,
         "c": lambda: (1.1 ** 2 * 5.0) / (6.0 * 1.1),
     },
-    # alevel-calculation, nuclear: Iodine-131 is a radioactive isotope with a half-life of 8.0 
+    # alevel-calculation, nuclear: Iodine-131 is a radioactive isotope with a half-life of 8.0
     "9a2752984779301d": {
         "a": lambda: log(2) / (8.0 * 24 * 3600),
         "b": lambda: 5.0e8 / (log(2) / (8.0 * 24 * 3600)),
@@ -109,7 +109,7 @@ RECOMPUTE = {
         "a": lambda: 48 * 5.0 * 60,
         "b": lambda: 48 * 5.0 * 60 / (1.0 * (35 - 20)),
     },
-    # igcse-calculation, mechanics: A uniform plank of weight 200 N and length 4.0 m rests on a 
+    # igcse-calculation, mechanics: A uniform plank of weight 200 N and length 4.0 m rests on a
     "45887223b571f890": {
         "b": lambda: 300 * 1.2 / 400,
         "c": lambda: 200 + 300 + 400,
@@ -119,7 +119,7 @@ RECOMPUTE = {
         "c": lambda: (36 - 4) / (4.5 - 0.5),
         "d": lambda: 1 / ((36 - 4) / (4.5 - 0.5) * 1e-3),
     },
-    # igcse-practical, electricity: A student investigates how the resistance R of a resistance 
+    # igcse-practical, electricity: A student investigates how the resistance R of a resistance
     "807ba19417937db9": {
         "b:l = 0.20 m": lambda: 1.48 / 1.50,
         "b:l = 0.40 m": lambda: 2.01 / 0.99,
@@ -134,7 +134,7 @@ RECOMPUTE = {
     "2da1ec528811676f": {
         None: lambda: 600 * 330 / (330 - 30),
     },
-    # alevel-mcq, electricity: Two wires P and Q are made of the same metal and are at the 
+    # alevel-mcq, electricity: Two wires P and Q are made of the same metal and are at the
     "3128c9b3599a0b08": {
         None: lambda: (2 * 1.0) / (2 * 1.0) ** 2,
     },
@@ -146,7 +146,7 @@ RECOMPUTE = {
     "ae1194612133c4fa": {
         None: lambda: 6.63e-34 * 3.00e8 / ((3.40 - 1.51) * 1.60e-19) * 1e9,
     },
-    # alevel-mcq, materials: A spring obeys Hooke's law and has a spring constant of 200 
+    # alevel-mcq, materials: A spring obeys Hooke's law and has a spring constant of 200
     "05b0a7e8c1981008": {
         None: lambda: 0.5 * 200 * (0.060 ** 2 - 0.040 ** 2),
     },
@@ -169,14 +169,15 @@ RECOMPUTE = {
     # alevel-structured, mechanics: A uniform beam AB of length 2.0 m and weight 150 N is attach
     "bfa3b7829f26d7da": {
         "c": lambda: (150 * 1.0 + 90 * 1.5) / (sin(radians(30)) * 2.0),
-        "d": lambda: sqrt(((150 * 1.0 + 90 * 1.5) / (sin(radians(30)) * 2.0) * cos(radians(30))) ** 2 + (150 + 90 - (150 * 1.0 + 90 * 1.5) / 2.0) ** 2),
+        "d": lambda: sqrt(((150 * 1.0 + 90 * 1.5) / (sin(radians(30)) * 2.0) * cos(radians(30))) ** 2
+                          + (150 + 90 - (150 * 1.0 + 90 * 1.5) / 2.0) ** 2),
     },
     # alevel-structured, materials: A copper wire and a glass fibre are each stretched by increa
     "58036fef2f39c49d": {
         "c": lambda: 20 * 1.80 / (1.2e-7 * 1.2e11),
         "d": lambda: 0.5 * 20 * 20 * 1.80 / (1.2e-7 * 1.2e11),
     },
-    # alevel-structured, nuclear: A nucleus of helium-4 consists of 2 protons and 2 neutrons. 
+    # alevel-structured, nuclear: A nucleus of helium-4 consists of 2 protons and 2 neutrons.
     "d52defec0542d6ab": {
         "b(i)": lambda: (2 * 1.00728 + 2 * 1.00867 - 4.00150) * 1.66e-27,
         "b(ii)": lambda: (2 * 1.00728 + 2 * 1.00867 - 4.00150) * 1.66e-27 * (3.00e8) ** 2 / 1.60e-13 / 4,
@@ -252,7 +253,7 @@ RECOMPUTE = {
         "c": lambda: (420 - 20) * 0.5 ** (15 / 5.0) + 20,
         "d": lambda: 5.0 * log((420 - 20) / 25, 2),
     },
-    # igcse-calculation, materials: In a hydraulic jack, a force of 150 N is applied to a small 
+    # igcse-calculation, materials: In a hydraulic jack, a force of 150 N is applied to a small
     "7722a7dd7a972cfd": {
         "a": lambda: 150 / 5.0e-4,
         "b": lambda: 150 / 5.0e-4 * 250e-4,

@@ -3,7 +3,6 @@
 import json
 
 from click.testing import CliRunner
-
 from tutor import get_subject
 from tutor.bank import load_bank
 from tutor.cli import cli

@@ -1,51 +1,19 @@
 """Geography for tutor: Cambridge IGCSE Geography (0460) style questions.
 
-The finished example of docs/plugin-guide.md. Content lives in files beside
-this module: question types and their answering guides in types.toml, the
-sample bank in bank/, prompt overrides in templates/. This module registers
-them, plus one evaluator (evaluators.py) and one CLI command (commands.py).
+The finished example of docs/plugin-guide.md. The subject is found by
+convention: subject.toml, types.toml, bank/ and templates/ beside this module
+are read by tutor itself. The two hooks below add what files cannot: an
+evaluator (evaluators.py) and a command (commands.py).
 """
 
-from pathlib import Path
-
-from tutor import Evaluator, Subject, hookimpl, read_question_types
-
-HERE = Path(__file__).parent
-
-SUBJECT = Subject(
-    name="geography",
-    title="Geography",
-    syllabus="Cambridge IGCSE Geography (0460)",
-    # The three themes of the syllabus, one slug per section a question can come from.
-    topics=[
-        "population", "migration", "settlement",  # population and settlement
-        "plate-tectonics", "rivers", "coasts", "weather", "ecosystems",  # the natural environment
-        "development",  # economic development
-    ],
-    diagram_formats=["tikz"],  # the core's format: cross-sections, sketch maps and graphs are all TikZ
-    bank=HERE / "bank",
-)
-
-
-@hookimpl
-def register_subjects(register):
-    register(SUBJECT)
-
-
-@hookimpl
-def register_question_types(register):
-    for qtype in read_question_types(HERE / "types.toml", SUBJECT.name):
-        register(qtype)
-
-
-@hookimpl
-def register_prompt_templates(register):
-    register(HERE / "templates", subject=SUBJECT.name)
+from tutor import hookimpl
 
 
 @hookimpl
 def register_evaluators(register):
-    # Imported here, not at the top: the module stays cheap to import for `tutor --help`.
+    # Imported here, not at the top: `tutor --help` imports this module, and must stay fast.
+    from tutor import Evaluator
+
     from .evaluators import score_case_study_detail
 
     register(Evaluator(

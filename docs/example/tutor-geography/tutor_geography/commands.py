@@ -14,7 +14,8 @@ import click
 
 
 @click.command("geography-topics")
-@click.option("--bank", "bank_path", type=click.Path(path_type=Path), help="Bank folder or questions file (default: the bundled sample bank).")
+@click.option("--bank", "bank_path", type=click.Path(path_type=Path),
+              help="Bank folder or questions file (default: the bundled sample bank).")
 def geography_topics(bank_path):
     """List the geography topics with the number of bank questions on each."""
     from tutor import get_subject
