@@ -70,12 +70,9 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
                                            retry_rejects=retry_rejects, progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
     if run.total == 0:
-        if run.skipped_rejects:  # not "every question has a gold answer": the rejected ones have none
-            click.echo(f"{kit.name}: nothing to ask: {run.answered_before} answered, {run.skipped_rejects} rejected "
-                       f"(reasons in {bank / t.ANSWER_REJECTS}); --retry-rejects asks for the rejected ones again")
-        else:
-            click.echo(f"{kit.name}: every question has a gold answer ({run.answered_before})")
-        return
+        return _nothing_to_ask(kit.name, f"{run.answered_before} answered", run.skipped_rejects, "rejected",
+                               f"reasons in {bank / t.ANSWER_REJECTS}", "--retry-rejects",
+                               f"every question has a gold answer ({run.answered_before})")
     table(["questions", "answered", "rejected", "failed", "requests", "replayed", "tokens", "est. cost", "seconds"],
            [(str(run.total), str(run.answered), str(run.rejected), str(run.failed), *_usage_cells(run.usage), f"{run.seconds:.1f}")])
     click.echo(f"answers: {bank / t.ANSWERS}")
@@ -118,12 +115,9 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
                                             progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
     if run.total == 0:
-        if run.skipped_failures:  # not "every diagram request has compiled code": the failed ones have none
-            click.echo(f"{kit.name}: nothing to ask: {run.compiled_before} compiled, {run.skipped_failures} failed to compile "
-                       f"(errors in {bank / t.DIAGRAM_ATTEMPTS}); --retry-failed asks for the failed ones again")
-        else:
-            click.echo(f"{kit.name}: every diagram request has compiled code ({run.compiled_before})")
-        return
+        return _nothing_to_ask(kit.name, f"{run.compiled_before} compiled", run.skipped_failures, "failed to compile",
+                               f"errors in {bank / t.DIAGRAM_ATTEMPTS}", "--retry-failed",
+                               f"every diagram request has compiled code ({run.compiled_before})")
     table(["format", "requests", "first try", "after repair"],
            [(name, str(n), _rate(first, n), _rate(after, n)) for name, (n, first, after) in sorted(run.per_format.items())]
            + [("all", str(run.tried), _rate(run.first_try, run.tried), _rate(run.compiled, run.tried))])
@@ -136,6 +130,14 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
     if run.skipped_failures:
         click.echo(f"{run.skipped_failures} failed before and not asked again: --retry-failed asks for them")
     _finish(run, "diagram requests")
+
+
+def _nothing_to_ask(subject: str, done: str, skipped: int, why: str, where: str, flag: str, all_done: str) -> None:
+    """What a run with nothing to send says: never "all done" while items were skipped for failing before."""
+    if skipped:
+        click.echo(f"{subject}: nothing to ask: {done}, {skipped} {why} ({where}); {flag} asks for the {why.split()[0]} ones again")
+    else:
+        click.echo(f"{subject}: {all_done}")
 
 
 def _config(state, concurrency):
