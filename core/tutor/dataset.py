@@ -733,7 +733,7 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def dataset_dir(workspace: Workspace, subject: str, role: str) -> Path:
-    return workspace.subject_dir(subject) / "datasets" / role
+    return workspace.dataset_dir(subject, role)
 
 
 def choose_bank(kit: SubjectKit, workspace: Workspace, path: Path | None = None) -> tuple[Bank, str, Path]:

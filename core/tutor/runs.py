@@ -42,7 +42,7 @@ CHECKPOINTS = "checkpoints"
 
 
 def adapters_dir(workspace: Workspace, subject: str, role: str) -> Path:
-    return workspace.subject_dir(subject) / "adapters" / role
+    return workspace.adapters_dir(subject, role)
 
 
 def run_name(method: str, now: datetime | None = None) -> str:
