@@ -151,6 +151,13 @@ def last_line(result):
     return result.output.splitlines()[-1]
 
 
+def assert_nothing_imported(result, workspace, error):
+    """The import stopped with `error` as its one last line, and the bank is untouched."""
+    assert result.exit_code == 1
+    assert last_line(result) == error
+    assert bank(workspace) == ([], [], [])
+
+
 @pytest.mark.parametrize("count", [200, 2000])  # 2,000 rows used to hit csv's field limit: a traceback
 def test_a_stray_quote_stops_the_import_and_names_its_line(toy, tmp_path, count):
     rows = numbered_rows(count)
@@ -158,10 +165,9 @@ def test_a_stray_quote_stops_the_import_and_names_its_line(toy, tmp_path, count)
     path = tmp_path / "bank.csv"
     path.write_text(HEADER + "".join(rows))
     result = run(tmp_path / "ws", str(path), *MAP)
-    assert result.exit_code == 1
-    assert last_line(result) == (f"error: {path}:12: unclosed quote starting at line 12 (it runs to line 13); "
-                                 "nothing was imported from this file")
-    assert bank(tmp_path / "ws") == ([], [], [])
+    assert_nothing_imported(result, tmp_path / "ws",
+                            f"error: {path}:12: unclosed quote starting at line 12 (it runs to line 13); "
+                            "nothing was imported from this file")
 
 
 def test_a_quote_left_open_to_the_end_of_the_file(toy, tmp_path):
@@ -170,10 +176,9 @@ def test_a_quote_left_open_to_the_end_of_the_file(toy, tmp_path):
     path = tmp_path / "bank.csv"
     path.write_text(HEADER + "".join(rows))
     result = run(tmp_path / "ws", str(path), *MAP)
-    assert result.exit_code == 1
-    assert last_line(result) == (f"error: {path}:6: unclosed quote starting at line 6 (it runs to the end of the file, line 51); "
-                                 "nothing was imported from this file")
-    assert bank(tmp_path / "ws") == ([], [], [])
+    assert_nothing_imported(result, tmp_path / "ws",
+                            f"error: {path}:6: unclosed quote starting at line 6 (it runs to the end of the file, line 51); "
+                            "nothing was imported from this file")
 
 
 def test_a_quote_that_swallows_whole_rows_is_unclosed_even_when_a_later_quote_closes_it(toy, tmp_path):
@@ -183,10 +188,9 @@ def test_a_quote_that_swallows_whole_rows_is_unclosed_even_when_a_later_quote_cl
     path = tmp_path / "bank.csv"
     path.write_text(HEADER + "".join(rows))
     result = run(tmp_path / "ws", str(path), *MAP)
-    assert result.exit_code == 1
-    assert last_line(result) == (f"error: {path}:6: unclosed quote starting at line 6 (it runs to line 11); "
-                                 "nothing was imported from this file")
-    assert bank(tmp_path / "ws") == ([], [], [])
+    assert_nothing_imported(result, tmp_path / "ws",
+                            f"error: {path}:6: unclosed quote starting at line 6 (it runs to line 11); "
+                            "nothing was imported from this file")
 
 
 def test_a_malformed_row_on_one_line_is_rejected_and_the_import_goes_on(toy, tmp_path):
@@ -221,10 +225,9 @@ def test_a_cell_too_big_to_read_at_all_is_a_file_level_error(toy, tmp_path):
     path = tmp_path / "bank.csv"
     path.write_text(HEADER + "".join(rows))
     result = run(tmp_path / "ws", str(path), *MAP)
-    assert result.exit_code == 1
-    assert last_line(result) == (f"error: {path}:3: a cell on line 3 holds more than 16,777,216 characters; "
-                                 "nothing was imported from this file")
-    assert bank(tmp_path / "ws") == ([], [], [])
+    assert_nothing_imported(result, tmp_path / "ws",
+                            f"error: {path}:3: a cell on line 3 holds more than 16,777,216 characters; "
+                            "nothing was imported from this file")
 
 
 @pytest.mark.parametrize("line", [3, 3000])

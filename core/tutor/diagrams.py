@@ -127,8 +127,7 @@ class Rendering:
     error: CompileError | None = None
     cached: bool = False
     seconds: float = 0.0
-    timeout_s: float = field(default=Limits.timeout_s, repr=False)  # for the SVG conversion
-    confine: Callable[..., list[str]] | None = field(default=None, repr=False)  # the renderer's sandbox, for the same
+    renderer: Renderer | None = field(default=None, repr=False)  # converts the SVG, with its limits and sandbox
     warnings: list[str] = field(default_factory=list)  # compiled, but the user should know (only page 1 shown...)
 
     @property
@@ -141,7 +140,7 @@ class Rendering:
             return None
         target = self.pdf.with_name("diagram.svg")
         if not target.exists():
-            _pdf_to_svg(self.pdf, target, self.timeout_s, self.confine)
+            self.renderer.pdf_to_svg(self.pdf, target)
         return target
 
 
@@ -379,6 +378,19 @@ class Renderer:
         _ppm_to_png(ppm, jobdir / "diagram.png", dpi)
         ppm.unlink()
 
+    def pdf_to_svg(self, pdf: Path, target: Path) -> None:
+        """Page 1 of `pdf` as SVG, written atomically (two callers may ask at once)."""
+        require("pdftocairo")
+        fd, staged = tempfile.mkstemp(prefix=".svg-", suffix=".svg", dir=target.parent)
+        os.close(fd)
+        command = ["pdftocairo", "-svg", "-f", "1", "-l", "1", str(pdf), staged]
+        try:
+            subprocess.run(self.confined(command, writable=[target.parent]), check=True, capture_output=True, timeout=self.limits.timeout_s)
+            os.replace(staged, target)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+
     # --- the cache ----------------------------------------------------------------------
 
     def _entry(self, key: str) -> Path:
@@ -392,7 +404,7 @@ class Renderer:
             return None
         if result["ok"]:
             return Rendering(job.key, job.fmt.name, True, entry / "diagram.pdf", entry / "diagram.png", cached=True,
-                             timeout_s=self.limits.timeout_s, confine=self.confined, warnings=result.get("warnings", []))
+                             renderer=self, warnings=result.get("warnings", []))
         return Rendering(job.key, job.fmt.name, False, error=CompileError(**result["error"]), cached=True)
 
 
@@ -516,7 +528,9 @@ def _tex_roots() -> tuple[str, ...]:
         for var in ("TEXMFROOT", "TEXMFDIST", "TEXMFSYSVAR", "TEXMFSYSCONFIG", "TEXMFLOCAL", "TEXMFHOME", "TEXMFCNF"):
             value = subprocess.run(["kpsewhich", f"-var-value={var}"], capture_output=True, text=True).stdout.strip()
             found.update(part for part in re.split(r"[:;,{}!]+", value) if part.startswith("/") and os.path.isdir(part))
-    return tuple(sorted(path for path in found if not path.startswith("/usr/")))
+    # Outside /usr, and not inside another folder bound already (kpsewhich names /etc/texmf/web2c too).
+    outside = sorted(path for path in found if not path.startswith("/usr/"))
+    return tuple(path for path in outside if not any(path.startswith(other + "/") for other in outside))
 
 
 _LIMIT_AND_EXEC = ("import os, resource as r, sys; cpu, memory, size = map(int, sys.argv[1:4]); "
@@ -647,21 +661,6 @@ def _ppm_to_png(ppm: Path, png: Path, dpi: int) -> None:
                     + chunk(b"pHYs", per_metre.to_bytes(4, "big") * 2 + b"\x01")
                     + chunk(b"IDAT", b"".join(idat))
                     + chunk(b"IEND", b""))
-
-
-def _pdf_to_svg(pdf: Path, target: Path, timeout_s: float, confine: Callable[..., list[str]] | None = None) -> None:
-    """Page 1 of `pdf` as SVG, written atomically (two callers may ask at once)."""
-    require("pdftocairo")
-    fd, staged = tempfile.mkstemp(prefix=".svg-", suffix=".svg", dir=target.parent)
-    os.close(fd)
-    command = ["pdftocairo", "-svg", "-f", "1", "-l", "1", str(pdf), staged]
-    try:
-        subprocess.run(confine(command, writable=[target.parent]) if confine else command,
-                       check=True, capture_output=True, timeout=timeout_s)
-        os.replace(staged, target)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
 
 
 def _first_error(log: str) -> str:
