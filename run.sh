@@ -47,9 +47,9 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   say "installing PyTorch (${TUTOR_TORCH:-torch==2.13.0}) into $VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${TUTOR_TORCH:-torch==2.13.0}"
 fi
-say "installing tutor, its training stack and its subject plugins into $VENV"
+say "installing tutor, its training and evaluation stack and its subject plugins into $VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  -e ".[test,train]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
+  -e ".[test,train,eval]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
 tutor="$VENV/bin/tutor"
 
 case "$task" in

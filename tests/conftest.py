@@ -67,3 +67,30 @@ def subject_package(tmp_path):
         sys.modules.pop(module.__name__, None)
         sys.path.remove(path)
     registry.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A local model folder: a random 2-layer Llama and a 1,000-token BPE trained on the physics bank (see tiny_model.py)."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def clean_teacher_env(monkeypatch):
+    """No teacher or API settings from the environment of whoever runs the tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("TUTOR_", "DEEPSEEK_", "OPENAI_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def teacher_server():
+    """A fresh OpenAI-compatible fake teacher on 127.0.0.1 (tests/openai_server.py), stopped after the test."""
+    import openai_server
+
+    with openai_server.TeacherServer() as server:
+        yield server

@@ -228,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/health":  # as vLLM's server answers once it is ready (tests of eval's vLLM engine)
+            return self._json(200, {})
         if self.path.rstrip("/") == "/v1/models":
             return self._json(200, {"object": "list", "data": [{"id": "teacher-test", "object": "model", "owned_by": "tests"}]})
         self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})

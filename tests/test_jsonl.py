@@ -125,3 +125,10 @@ def test_every_stage_reads_json_lines_through_jsonl():
     core = Path(tutor.__file__).parent
     readers = [str(p.relative_to(core)) for p in core.rglob("*.py") if p.name not in ("jsonl.py", "train.py") and own.search(p.read_text())]
     assert readers == []
+
+
+def test_a_json_error_names_its_column_once():
+    from tutor.jsonl import parse_object
+
+    data, why = parse_object('{"question": "a\tb"}')  # a raw tab inside a string: json's "Invalid control character at"
+    assert data is None and why == "not valid JSON: Invalid control character at column 16"

@@ -28,17 +28,13 @@ from tutor.workspace import Workspace
 SAMPLE = Path(get_subject("physics").subject.bank) / "questions.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("TUTOR_", "DEEPSEEK_", "OPENAI_")):
-            monkeypatch.delenv(name)
+# Every test: no teacher settings from the environment of whoever runs the suite; `teacher_server` is a fresh fake teacher.
+pytestmark = pytest.mark.usefixtures("clean_teacher_env")
 
 
 @pytest.fixture
-def server():
-    with srv.TeacherServer() as server:
-        yield server
+def server(teacher_server):
+    return teacher_server
 
 
 def make_bank(tmp_path, **per_type: int) -> Path:

@@ -12,63 +12,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 pytest.importorskip("trl")
 
+from cli_runner import invoke, tiny_workspace  # noqa: E402
 from tutor import runs  # noqa: E402
 from tutor import train as tr  # noqa: E402
-from tutor.cli import cli  # noqa: E402
 from tutor.config import TrainConfig  # noqa: E402
 from tutor.errors import TutorError  # noqa: E402
 from tutor.models import Reward  # noqa: E402
 from tutor.registry import get_subject, registry  # noqa: E402
 from tutor.workspace import Workspace  # noqa: E402
 
-# A ChatML template (the layout SmolLM2 uses), written for these tests.
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """A local model folder: a random 2-layer Llama and a 1,000-token BPE trained on the physics bank."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from tutor.bank import load_bank
-
-    physics = get_subject("physics")
-    bank = load_bank(physics, physics.subject.bank)
-    texts = [q.stem for q in bank.questions] + [a.text for a in bank.answers] + [d.code for d in bank.diagrams]
-    bpe = Tokenizer(models.BPE(unk_token=None))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = CHATML
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def invoke(*args, workspace):
-    result = CliRunner().invoke(cli, ["--workspace", str(workspace), *args], catch_exceptions=False)
-    return result.exit_code, result.output
-
 
 @pytest.fixture(scope="module")
 def workspace(tiny_model, tmp_path_factory):
     """A workspace training from the tiny model, with physics datasets built; fast settings for every run."""
-    root = tmp_path_factory.mktemp("ws")
-    (root / "tutor.toml").write_text(f'[model]\nbase = "{tiny_model}"\n\n[train]\nmax_length = 384\nlearning_rate = 0.005\n'
-                                     "batch_size = 2\nlogging_steps = 1\nsave_steps = 2\n", encoding="utf-8")
+    root = tiny_workspace(tmp_path_factory.mktemp("ws"), tiny_model)
     code, out = invoke("--subject", "physics", "dataset", "build", workspace=root)
     assert code == 0, out
     return root

@@ -159,6 +159,12 @@ class TrainConfig(Model):
     save_steps: int = Field(default=25, ge=1, description="Checkpoint every this many steps (--resume restarts from the last).")
     logging_steps: int = Field(default=1, ge=1)
     load_in_4bit: bool | None = Field(default=None, description="QLoRA (GPU only); default: when the model's name says bnb-4bit.")
+    # fast metrics during SFT of the answer role
+    eval_every: Literal["epoch"] | None = Field(default=None, description="'epoch': after each epoch, answer validation questions and "
+                                                "score them (mcq, form, final-answer) into log.jsonl, loss.png and tutor-adapter.json. "
+                                                "SFT of the answer role only; the diagram role and GRPO skip it.")
+    eval_limit: int = Field(default=16, ge=1, description="Validation questions answered after each epoch (eval_every).")
+    eval_max_new_tokens: int = Field(default=256, ge=1, description="Longest reply generated after each epoch (eval_every).")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
 
     @model_validator(mode="after")

@@ -59,7 +59,8 @@ def parse_object(text: str | bytes) -> tuple[dict | None, str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        return None, f"not valid JSON: {err.msg} at column {err.colno}"
+        # Some of json's messages end in "at" already ("Invalid control character at"): one "at", not two.
+        return None, f"not valid JSON: {err.msg.removesuffix(' at')} at column {err.colno}"
     except ValueError as err:  # bytes in no encoding json.loads knows
         return None, f"not valid JSON: {err}"
     if not isinstance(data, dict):

@@ -495,10 +495,23 @@ class DiagramFormat(Model):
         return problems
 
 
+class PointMark(Model):
+    """One marking point as an evaluator judged it: awarded or not, and the words of the answer that earned it."""
+
+    text: str = Field(description="The marking point (or level descriptor) as the mark scheme writes it.")
+    part: str | None = None
+    marks: float = Field(ge=0, description="What the point is worth.")
+    awarded: bool
+    evidence: str = Field(default="", description="The answer's own words that earn the point, quoted; '' when not awarded.")
+    span: tuple[int, int] | None = Field(default=None, description="Start and end offsets of `evidence` in the answer.")
+    why: str = Field(default="", description="A short reason, e.g. 'negated', 'number without its unit'.")
+
+
 class Score(Model):
     marks: float = Field(ge=0)
     out_of: float = Field(gt=0)
     feedback: str = ""
+    points: list[PointMark] = Field(default_factory=list, description="Per marking point, for evaluators that mark by points.")
 
     @property
     def fraction(self) -> float:

@@ -13,6 +13,11 @@ and the subject/role binding live in runs.py: an adapter is bound to its
 subject and role, and training refuses a dataset, a checkpoint or a starting
 adapter of another subject.
 
+With eval_every = "epoch", SFT of the answer role also answers up to eval_limit
+validation questions after each epoch and scores them with the rule-based
+evaluators (the epoch checks): logged, plotted and recorded with the adapter,
+and kept out of both the trained weights and tokens/s.
+
 Nothing here reads a private field (a name starting with `_`) of torch,
 transformers or trl: test_train.py checks it, so a library upgrade cannot
 silently break what those fields meant.
@@ -29,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -40,6 +45,9 @@ from .errors import TutorError
 from .registry import SubjectKit
 from .runs import ADAPTER_META, CHECKPOINTS, LOG, PLOT, RUN_META
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .models import Question
 
 # --- settings ---------------------------------------------------------------------
 
@@ -214,7 +222,9 @@ def add_lora(loaded: Loaded, settings: TrainConfig, start_from: Path | None = No
                                                 lora_dropout=settings.lora_dropout, target_modules=_targets(settings, loaded.base),
                                                 use_gradient_checkpointing="unsloth", random_state=settings.seed)
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
 
+    set_seed(settings.seed)  # the new LoRA weights are random: drawn from the run's seed, two runs with one seed train alike
     config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                         target_modules=_targets(settings, loaded.base), task_type="CAUSAL_LM")
     return get_peft_model(loaded.model, config)
@@ -425,12 +435,15 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
         start_from = Path(started_with["start_from"]) if started_with.get("start_from") else None
         say(f"resuming {run}")
     evaluate = len(data["validation"]) > 0
+    questions = _epoch_check_questions(kit, workspace, role, settings, data, data_meta, say)
 
     def make_trainer(model, tokenizer, run, plan):
         trainer = _sft_trainer(model, tokenizer, run, settings, plan, data)
         if len(trainer.train_dataset) == 0:
             raise TutorError(f"no {role} example keeps any of its answer within max_length = {settings.max_length} tokens: "
                              f"raise max_length (the dataset card gives the longest)")
+        if questions:
+            trainer.add_callback(_epoch_check(trainer, kit, questions, workspace.template_dirs(kit.name), settings.eval_max_new_tokens))
         return trainer
 
     def fit(trainer) -> dict[str, Any]:
@@ -446,7 +459,8 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
         return {"train_loss": round(output.training_loss, 4), "eval_loss_before": _round(before), "eval_loss_after": _round(after),
                 "trained_tokens": trained, "tokens_per_second": round(trained / training_seconds, 1),
                 "training_seconds": round(training_seconds, 2),
-                "train_tokens_per_epoch": sum(len(ids) for ids in trainer.train_dataset["input_ids"])}
+                "train_tokens_per_epoch": sum(len(ids) for ids in trainer.train_dataset["input_ids"]),
+                "epoch_evals": epoch_evals(trainer.state.log_history)}
 
     def announce(backend: str, run: Path) -> str:
         return (f"training the {kit.name} {role} adapter ({backend}) from {base}: {len(data['train'])} train / "
@@ -463,8 +477,9 @@ def _last_checkpoint(run: Path) -> str | None:
 
 
 def _training_seconds(trainer, output, resumed_at: dict) -> float:
-    """This call's train_runtime less its end-of-epoch evaluations, which Trainer counts in it."""
-    evaluating = sum(row.get("eval_runtime", 0.0) for row in trainer.state.log_history
+    """This call's train_runtime less its end-of-epoch evaluations (validation loss, and the scores of
+    --eval-every epoch), which Trainer counts in it."""
+    evaluating = sum(row.get("eval_runtime", 0.0) + row.get(EPOCH_CHECK_RUNTIME, 0.0) for row in trainer.state.log_history
                      if row.get("step", 0) > resumed_at.get("global_step", 0))
     return max(output.metrics["train_runtime"] - evaluating, 1e-9)
 
@@ -508,6 +523,90 @@ def _sft_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: Hardw
     validation = prompt_completion(data["validation"]) if len(data["validation"]) else None
     return TutorSFTTrainer(model=model, args=args, train_dataset=prompt_completion(data["train"]), eval_dataset=validation,
                            processing_class=tokenizer)
+
+
+# --- fast metrics after each epoch (--eval-every epoch) ----------------------------------------
+
+# The evaluators cheap enough to run between epochs: rules over the reply, no judge model, no renderer.
+EPOCH_METRICS = ("mcq", "form", "final-answer")
+EPOCH_CHECK_RUNTIME = "eval/runtime"  # seconds a check took, logged with its scores so tokens/s can leave it out
+
+
+def epoch_questions(bank, validation, limit: int) -> list[Question]:
+    """Up to `limit` bank questions of the validation split, in its order (a question with two gold answers counts once)."""
+    by_id = {q.id: q for q in bank.questions}
+    ids = dict.fromkeys(row["question_id"] for row in validation if row["kind"] == "answer" and row["question_id"] in by_id)
+    return [by_id[question_id] for question_id in list(ids)[:limit]]
+
+
+def epoch_scores(kit: SubjectKit, questions: list[Question], replies: list[str]) -> dict[str, float]:
+    """`eval/<evaluator>`: its mean score over the questions it judged (absent when it judged none); `eval/n`: the questions."""
+    from .eval.scoring import score_reply
+
+    judged: dict[str, list[float]] = {}
+    for question, reply in zip(questions, replies, strict=True):
+        for name, score in score_reply(kit, question, reply, only=set(EPOCH_METRICS)).items():
+            judged.setdefault(name, []).append(score.fraction)
+    means = {f"eval/{name}": round(sum(judged[name]) / len(judged[name]), 4) for name in EPOCH_METRICS if name in judged}
+    return {**means, "eval/n": len(questions)}
+
+
+def epoch_evals(log_history: list[dict]) -> list[dict]:
+    """The epoch checks of a run's log (tutor-adapter.json's `epoch_evals`): step, epoch and the eval/ values of each."""
+    return [{key: value for key, value in row.items() if key in ("step", "epoch") or key.startswith("eval/")}
+            for row in log_history if "eval/n" in row]
+
+
+def _epoch_check_questions(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig, data, data_meta: dict,
+                           say: Callable[[str], None]) -> list[Question]:
+    """The validation questions eval_every = 'epoch' answers; none where there is nothing to check, said once.
+
+    The diagram role is skipped rather than refused: tutor.toml's [train] applies to both roles, and a setting
+    meant for the answer role must not stop the diagram role from training.
+    """
+    if settings.eval_every is None:
+        return []
+    if role != "answer":
+        say(f"eval_every: skipped for the {role} role (the epoch checks score answers to bank questions)")
+        return []
+    questions = epoch_questions(_bank_of(kit, workspace, data_meta), data["validation"], settings.eval_limit)
+    if not questions:
+        say("eval_every: skipped: the validation split holds no bank question (dataset build with validation > 0)")
+    return questions
+
+
+def _epoch_check(trainer, kit: SubjectKit, questions: list[Question], template_dirs: list[Path], max_new_tokens: int):
+    """A callback that answers `questions` after each epoch (rank 0) and logs the mean scores as one row.
+
+    The row goes through trainer.log, like every other: into log.jsonl, the trainer's log history
+    and its checkpoints. The check leaves training as it found it: the model back in training mode,
+    and the random state restored (dropout draws from it; a plugin's evaluator might too), so a run
+    trains the same weights with and without it.
+    """
+    import torch
+    from transformers import TrainerCallback
+
+    from .dataset import tutor_messages
+    from .infer.generate import generate_batch
+
+    conversations = [tutor_messages(kit, question, template_dirs) for question in questions]  # the prompt the adapter trains on
+
+    class EpochCheck(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            started = time.monotonic()
+            model = trainer.model
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+                model.eval()
+                try:
+                    replies = generate_batch(model, trainer.processing_class, conversations, max_new_tokens=max_new_tokens)
+                finally:
+                    model.train()
+                scores = epoch_scores(kit, questions, [reply.text for reply in replies])
+            trainer.log({**scores, EPOCH_CHECK_RUNTIME: round(time.monotonic() - started, 2)})
+
+    return EpochCheck()
 
 
 # --- GRPO ------------------------------------------------------------------------------
@@ -658,7 +757,8 @@ def _grpo_trainer(model, tokenizer, run: Path, settings: TrainConfig, plan: Hard
 
 def plot_losses(log: Path, out: Path, title: str) -> Path | None:
     """loss.png from log.jsonl: training loss per step (raw and smoothed), validation loss where measured,
-    and for GRPO the mean reward on its own axis (its scale has nothing to do with the loss's)."""
+    and on a second axis (their scale has nothing to do with the loss's) GRPO's mean reward or the
+    epoch checks' scores, from 0 to 1."""
     if not log.is_file():
         return None
     import matplotlib
@@ -670,6 +770,8 @@ def plot_losses(log: Path, out: Path, title: str) -> Path | None:
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     validation = sorted(dict((r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r).items())
     reward = [(r["step"], r["reward"]) for r in rows if "reward" in r]
+    checks = {name: [(r["step"], r[f"eval/{name}"]) for r in rows if f"eval/{name}" in r] for name in EPOCH_METRICS}
+    checks = {name: points for name, points in checks.items() if points}
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     if train:
         steps, losses = zip(*train)
@@ -683,10 +785,16 @@ def plot_losses(log: Path, out: Path, title: str) -> Path | None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
-    if reward:
+    if reward or checks:
         right = ax.twinx()
-        right.plot(*zip(*reward), "-", color="tab:green", label="mean reward")
-        right.set_ylabel("mean reward")
+        if reward:
+            right.plot(*zip(*reward), "-", color="tab:green", label="mean reward")
+            right.set_ylabel("mean reward")
+        for (name, points), colour in zip(checks.items(), ("tab:green", "tab:red", "tab:purple")):
+            right.plot(*zip(*points), "s--", color=colour, label=f"validation {name} (epoch check)")
+        if checks:
+            right.set_ylabel("validation score")
+            right.set_ylim(-0.02, 1.02)  # a margin: a score of 0 or 1 stays visible off the frame
         more = right.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
     ax.set_title(title)

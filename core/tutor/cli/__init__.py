@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import TutorError, ValidationFailed
 from ..workspace import default_root
-from . import ask, bank, collect, dataset, diagram, info, models, plugin, prompts, teach, train
+from . import ask, bank, collect, dataset, diagram, evaluate, info, models, plugin, prompts, teach, train
 from ._common import State
 
 
@@ -106,7 +106,7 @@ def cli(ctx, subject, workspace):
 
 for command in (info.subjects, info.plugins, info.types, info.formats, info.evaluators, info.rewards, info.config, bank.bank,
                 prompts.prompts, collect.collect,
-                diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, ask.ask, plugin.plugin):
+                diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, evaluate.eval_, ask.ask, plugin.plugin):
     cli.add_command(command)
 
 

@@ -17,9 +17,21 @@ def _metrics_table(meta: dict) -> None:
             ("mean reward", f"{m['reward_first']} -> {m['reward_last']} (first -> last step)"
              if m.get("reward_last") is not None else None),
             *((f"  {name}", value) for name, value in m.get("rewards_last", {}).items()),
+            ("epoch check", _last_check(m.get("epoch_evals"))),
             ("steps", m["steps"]), ("epochs", m.get("epochs")), ("time", f"{m['seconds']} s"),
             ("tokens/s", m.get("tokens_per_second")), ("peak RSS", f"{m['peak_rss_mb']} MB")]
     table(["metric", "value"], [(name, str(value)) for name, value in rows if value is not None])
+
+
+def _last_check(checks: list[dict] | None) -> str | None:
+    """The last epoch check's scores, e.g. 'mcq 0.5, final-answer 0.25 (8 questions, epoch 2)'."""
+    from ..train import EPOCH_METRICS
+
+    if not checks:
+        return None
+    last = checks[-1]
+    scores = ", ".join(f"{name} {last[f'eval/{name}']:g}" for name in EPOCH_METRICS if f"eval/{name}" in last)
+    return f"{scores or 'nothing scored'} ({last['eval/n']} questions, epoch {round(last['epoch'], 2):g})"
 
 
 def _report(result) -> None:
@@ -48,6 +60,9 @@ def _report(result) -> None:
 @click.option("--batch-size", type=click.IntRange(1), help="Examples per device per step.")
 @click.option("--lora-r", type=click.IntRange(1), help="LoRA rank.")
 @click.option("--backend", type=click.Choice(["auto", "peft", "unsloth"]), help="auto: Unsloth on a CUDA GPU that has it, else peft + trl.")
+@click.option("--eval-every", type=click.Choice(["epoch"]), help="After each epoch, answer validation questions and log their mcq, "
+              "form and final-answer scores (answer role).")
+@click.option("--eval-limit", type=click.IntRange(1), metavar="N", help="Validation questions answered by --eval-every (default 16).")
 @click.pass_context
 def train(ctx, role, resume, start_from, dataset_path, base, **flags):
     """LoRA SFT of the subject's adapter for ROLE; `train grpo` reinforces it.
