@@ -11,7 +11,7 @@ different steps: the batch loses rows and takes in waiting ones.
 
 import pytest
 from tutor.errors import TutorError
-from tutor.infer.generate import REPETITION_PENALTY, Reply, generate_batch, prompt_text
+from tutor.infer.generate import REPETITION_PENALTY, ROOM, Reply, generate_batch, prompt_text
 
 MAX_NEW = 24
 WORDS = "force energy mass the of acceleration velocity newton joule watt a ball is dropped from rest".split()
@@ -50,11 +50,14 @@ def plain_generate(model, tokenizer, conversation, stops: list[int], max_new_tok
 
 
 def expected_reply(tokenizer, tokens: list[int], stops: list[int], max_new_tokens: int = MAX_NEW) -> Reply:
-    """What a reply of these new tokens must read: the tokens before the first stop; cut when none came."""
+    """What a reply of these new tokens must read: the tokens before the first stop; cut when none came.
+
+    A character whose bytes the limit cut in half decodes as U+FFFD at the end: not part of the reply.
+    """
     end = next((n for n, token in enumerate(tokens) if token in stops), None)
     kept = tokens[:end]
     assert end is not None or len(tokens) == max_new_tokens
-    return Reply(tokenizer.decode(kept, skip_special_tokens=True).strip(), cut=end is None, tokens=len(kept))
+    return Reply(tokenizer.decode(kept, skip_special_tokens=True).rstrip("\ufffd").strip(), cut=end is None, tokens=len(kept))
 
 
 @pytest.fixture
@@ -79,13 +82,20 @@ def test_replies_are_transformers_generate_one_prompt_at_a_time(tiny, stops, bat
     assert expected[1] == Reply("", cut=False, tokens=0)
 
 
+def test_replies_longer_than_the_caches_room_outgrow_it(tiny):
+    model, tokenizer = tiny
+    stops, length = [tokenizer.eos_token_id], ROOM + 10  # two rows that never stop: no regrouping makes room for them
+    expected = [expected_reply(tokenizer, plain_generate(model, tokenizer, c, stops, length), stops, length) for c in CONVERSATIONS[:2]]
+    assert [reply.tokens for reply in expected] == [length, length]
+    assert generate_batch(model, tokenizer, CONVERSATIONS[:2], max_new_tokens=length, batch_size=2) == expected
+
+
 def test_cut_and_tokens_count_the_new_tokens_before_the_stop(tiny, stops):
     model, tokenizer = tiny
     free = plain_generate(model, tokenizer, CONVERSATIONS[0], stops, max_new_tokens=40)
-    first_stop = next(n for n, token in enumerate(free) if token in stops)
-    assert first_stop == 6
+    assert next(n for n, token in enumerate(free) if token in stops) == 6  # the stops fixture's choice, no earlier stop
     limited = generate_batch(model, tokenizer, CONVERSATIONS[:1], max_new_tokens=4, batch_size=2)
-    assert limited == [Reply(tokenizer.decode(free[:4], skip_special_tokens=True).strip(), cut=True, tokens=4)]
+    assert limited == [expected_reply(tokenizer, free[:4], stops, max_new_tokens=4)] and limited[0][1:] == (True, 4)
     # A stop token as the very last allowed token ends the turn: not cut.
     assert generate_batch(model, tokenizer, CONVERSATIONS[:1], max_new_tokens=7, batch_size=2)[0][1:] == (False, 6)
     assert generate_batch(model, tokenizer, CONVERSATIONS[:1], max_new_tokens=40)[0][1:] == (False, 6)
