@@ -24,6 +24,8 @@ _PUBLIC = {
     "get_subject": "registry",
     **dict.fromkeys(["Bank", "load_bank"], "bank"),
     "read_question_types": "package",
+    "Tutor": "infer.tutor",
+    **dict.fromkeys(["TextResult", "MarkResult", "SetResult", "SetQuestion", "SetReject", "DiagramResult"], "infer.results"),
 }
 __all__ = sorted(_PUBLIC)
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from .bank import Bank, load_bank  # noqa: F401
     from .errors import Problem, TutorError, UnknownName, ValidationFailed  # noqa: F401
     from .hookspecs import hookimpl  # noqa: F401
+    from .infer.results import DiagramResult, MarkResult, SetQuestion, SetReject, SetResult, TextResult  # noqa: F401
+    from .infer.tutor import Tutor  # noqa: F401
     from .markers import DiagramMarker, find_diagrams  # noqa: F401
     from .models import (  # noqa: F401
         Diagram,

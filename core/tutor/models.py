@@ -137,6 +137,9 @@ class Subject(Model):
                               description="Directory of the bundled sample bank (questions.jsonl, answers.jsonl, diagrams.jsonl).")
     train: dict[str, Any] = Field(default_factory=dict,
                                   description="This subject's training defaults: keys of [train] in tutor.toml (e.g. epochs, lora_r).")
+    topic_weights: dict[str, float] = Field(default_factory=dict, description=(
+        "How much of the syllabus (and so of the exam) each topic carries, e.g. {'kinematics': 2.0}; a topic left out weighs 1. "
+        "A study plan ranks weak topics by error rate times weight."))
 
     @field_validator("topics")
     @classmethod
@@ -145,6 +148,16 @@ class Subject(Model):
             if not re.match(SLUG, topic):
                 raise ValueError(f"topic {topic!r} must be a lowercase slug like 'atomic-structure'")
         return topics
+
+    @model_validator(mode="after")
+    def _weighted_topics(self) -> Subject:
+        unknown = sorted(set(self.topic_weights) - set(self.topics))
+        if unknown:
+            raise ValueError(f"topic_weights names {', '.join(unknown)}, not among the topics; valid: {', '.join(self.topics)}")
+        for topic, weight in self.topic_weights.items():
+            if not weight > 0:
+                raise ValueError(f"topic_weights[{topic!r}] is {weight}: a weight must be above 0")
+        return self
 
     def level_problem(self, level: str) -> str | None:
         """Why a question type cannot have `level` in this subject, or None when it can."""

@@ -28,7 +28,7 @@ class SubjectPackage:
 
         tutor_biology/
           __init__.py     (a docstring is enough)
-          subject.toml    the Subject: title, syllabus, topics, levels, diagram_formats, [train]
+          subject.toml    the Subject: title, syllabus, topics, levels, diagram_formats, [train], [topic_weights]
           types.toml      [[types]]: question types and their answering guides
           formats.toml    [[formats]]: diagram formats (optional)
           templates/      prompt-template overrides (optional)
