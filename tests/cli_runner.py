@@ -1,5 +1,6 @@
 """The CLI in-process, on a workspace whose base model is the tiny one: what the training and eval tests drive."""
 
+import signal
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -18,3 +19,9 @@ def tiny_workspace(root: Path, model: Path, save_steps: int = 2) -> Path:
     (root / "tutor.toml").write_text(f'[model]\nbase = "{model}"\n\n[train]\nmax_length = 384\nlearning_rate = 0.005\n'
                                      f"batch_size = 2\nlogging_steps = 1\nsave_steps = {save_steps}\n", encoding="utf-8")
     return root
+
+
+def hears_ctrl_c() -> None:
+    """A Popen preexec_fn: SIGINT back to its default in the child. A suite started in the background (nohup, `&` in a
+    script) inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt: a Ctrl-C test would time out."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

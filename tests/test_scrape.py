@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bank_site import PASSWORD, USER, BankSite
+from cli_runner import hears_ctrl_c
 from click.testing import CliRunner
 from tutor.cli import cli
 from tutor.scrape import html_to_text
@@ -157,7 +158,7 @@ def test_ctrl_c_then_resume_loses_nothing_and_doubles_nothing(tmp_path):
         site.flaky = {}
         toml = site_file(tmp_path, site, delay=1.0, subject="physics")
         command = [sys.executable, "-m", "tutor.cli", "--workspace", str(ws), "--subject", "physics", "collect", "scrape", str(toml)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=hears_ctrl_c)
         deadline = time.monotonic() + 60
         while site.gets("/mcq/2.html") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import openai_server as srv
 import pytest
+from cli_runner import hears_ctrl_c
 from click.testing import CliRunner
 from tutor.bank import load_bank
 from tutor.cli import cli
@@ -317,7 +318,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_goes_on(tmp_path, server):
     ws = make_bank(tmp_path, alevel_mcq=5)
     server.hold_after(2)
     command, env = tutor_process(ws, server, concurrency=2, timeout=60)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=hears_ctrl_c)
     wait_for(lambda: len(log_entries(ws)) == 2 and len(server.requests) == 4)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)

@@ -111,7 +111,8 @@ def test_mark_cli_marks_a_class_and_reports_bad_rows_with_their_line(tmp_path):
     answers.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n", encoding="utf-8")
     code, out = invoke("--subject", "physics", "mark", "--answers", str(answers), workspace=tmp_path / "ws")
     assert code == 0, out
-    assert f"{answers}:2: unknown question id 'nosuchid'" in out and f"{answers}:5: not JSON" in out
+    assert f"{answers}:2: unknown question id 'nosuchid'" in out and f"{answers}:5: not valid JSON" in out
+    assert out.index(f"{answers}:2:") < out.index(f"{answers}:5:")
     marked = [json.loads(line) for line in (tmp_path / "class.marked.jsonl").read_text().splitlines()]
     assert [m["student"] for m in marked] == ["s0", "s1", "s2"] and all(m["marks"] > 0 for m in marked)
 

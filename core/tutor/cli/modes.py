@@ -219,7 +219,7 @@ def mark(state, question_id, answer_file, answers_file, via, json_path):
                                        workspace=state.workspace, judge=judge, student=row.get("student")))
         except TutorError as err:
             problems.append(f"{answers_file}:{line}: {err}")
-    for problem in problems:
+    for problem in sorted(problems, key=lambda line: int(line.removeprefix(f"{answers_file}:").split(":")[0])):  # in file order
         click.echo(problem, err=True)
     table(["student", "question", "marks", "marker"],
           [(r.student or "-", r.question_id[:12], f"{r.marks:g}/{r.out_of:g}", r.marker) for r in results])
@@ -231,19 +231,17 @@ def mark(state, question_id, answer_file, answers_file, via, json_path):
 
 
 def _class_answers(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """The rows of a class's answers file, and one line (file:line: why) for each row that is not one."""
+    from ..jsonl import import_dicts
+
     rows, problems = [], []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            problems.append(f"{path}:{number}: not JSON ({err})")
-            continue
-        if not isinstance(row, dict) or "question_id" not in row:
+    for number, row, why in import_dicts(path):
+        if row is None:
+            problems.append(f"{path}:{number}: {why}")
+        elif "question_id" not in row:
             problems.append(f"{path}:{number}: a row needs question_id and answer")
-            continue
-        rows.append((number, row))
+        else:
+            rows.append((number, row))
     return rows, problems
 
 

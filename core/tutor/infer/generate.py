@@ -61,8 +61,12 @@ def generate_batch(model, tokenizer, conversations: list[list[dict[str, str]]], 
     stops = stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
     replies: list[Reply | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start:start + batch_size]
+    # Batches of equal size, not full ones and a remainder: 50 prompts in batches of 16 are 13+13+12+12, since a
+    # batch of 2 at the end would take as many steps as a full one for an eighth of the replies.
+    batches = -(-len(order) // batch_size)
+    size = -(-len(order) // batches) if batches else batch_size
+    for start in range(0, len(order), size):
+        chosen = order[start:start + size]
         width = max(len(prompts[i]) for i in chosen)
         # Left padding, hidden by the attention mask: every row's reply starts at the same column.
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chosen], device=model.device)
