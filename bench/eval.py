@@ -6,11 +6,11 @@ against one answer at a time, each pair in the same run.
 Log-likelihood: --questions deterministic 4-option questions with correct
 answers (sums, differences and products; SI units of quantities), written as
 an MMLU-layout CSV, and the same rows as an MMLU-layout JSON Lines file for
-lm_eval. The model: the embedded SmolLM2-135M-Instruct in float32, batch 16.
+lm_eval. The model: the embedded SmolLM2-135M-Instruct in float32, batch 24 (eval's default).
   - tutor: `tutor eval`'s path: read the CSV (tutor.eval.mcqfile), load the
     model once, score every question (tutor.eval.loglik.mcq_logliks);
   - lm_eval: `lm_eval --model hf --model_args pretrained=<the embedded model's
-    folder>,dtype=float32 --tasks <task> --include_path <dir> --batch_size 16
+    folder>,dtype=float32 --tasks <task> --include_path <dir> --batch_size 24
     --log_samples --output_path <dir>`, with a task that includes lm_eval's
     own MMLU template (lm_eval/tasks/mmlu/default/_default_template_yaml) and
     points it at the JSON Lines file: MMLU's prompt, read by lm_eval itself.
@@ -21,7 +21,7 @@ two are compared too.
 
 Generation: the first --generate questions of the physics sample bank, each
 with the tutor's answer prompt (tutor.dataset.tutor_messages), answered by
-tutor.infer.generate.generate_batch with batch_size 16 and with batch_size 1
+tutor.infer.generate.generate_batch with batch_size 24 and with batch_size 1
 (one at a time), --max-new-tokens each, greedy, in this process on one loaded
 model after a short warm-up. The ratio is one-at-a-time's seconds over
 batched's. Absolute speeds on a shared machine vary from run to run; the
@@ -41,7 +41,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-BATCH = 16
+BATCH = 24  # eval's --batch-size default
 SUBJECT = "arithmetic and physical units"  # the MMLU description's subject, on both sides
 TASK = "tutor_bench_mcq"
 UNITS = [("force", "newton"), ("energy", "joule"), ("power", "watt"), ("pressure", "pascal"), ("electric charge", "coulomb"),

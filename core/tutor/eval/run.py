@@ -52,7 +52,7 @@ class Options:
     judge: Literal["teacher"] | None = None
     engine: Literal["hf", "vllm"] = "hf"
     max_new_tokens: int = 384
-    batch_size: int = 16
+    batch_size: int = 24
 
 
 def evaluate(kit: SubjectKit, workspace: Workspace, options: Options, *, say: Callable[[str], None] = _say) -> tuple[Path, dict]:
