@@ -84,6 +84,7 @@ class BankSite:
         self.flaky = {"/mcq/2.html": 1}  # path -> how many 500s (with Retry-After) before OK
         self.rate_limited = {}  # path -> how many 429s before OK
         self.retry_after = "1"  # the 429s' Retry-After: seconds, or an HTTP date
+        self.slow = 0.0  # seconds each GET takes to answer
         self._stop = threading.Event()
         site = self
 
@@ -104,6 +105,7 @@ class BankSite:
 
             def do_GET(self):
                 site.log.append((time.monotonic(), "GET", self.path))
+                time.sleep(site.slow)
                 path = self.path.split("?")[0]
                 if path == "/robots.txt":
                     if site.robots == "503":

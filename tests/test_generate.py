@@ -123,7 +123,7 @@ def test_an_active_lora_adapter_generates_as_with_generate(tiny, stops):
 def test_no_conversations_no_replies_and_bad_sizes_are_refused(tiny):
     model, tokenizer = tiny
     assert generate_batch(model, tokenizer, []) == []
-    with pytest.raises(TutorError, match="max_new_tokens and batch_size of at least 1, not 0 and 16"):
+    with pytest.raises(TutorError, match="max_new_tokens and batch_size of at least 1, not 0 and 24"):
         generate_batch(model, tokenizer, CONVERSATIONS, max_new_tokens=0)
     with pytest.raises(TutorError, match="not 8 and 0"):
         generate_batch(model, tokenizer, CONVERSATIONS, max_new_tokens=8, batch_size=0)

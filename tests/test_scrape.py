@@ -89,6 +89,16 @@ def test_requests_to_one_host_are_spaced_by_the_delay(toy, tmp_path):
     assert min(b - a for a, b in zip(times, times[1:])) >= 0.29
 
 
+def test_the_delay_counts_from_the_end_of_a_slow_answer(toy, tmp_path):
+    """A request that reached the site late must not let the next arrive sooner than the delay after it ends."""
+    with BankSite() as site:
+        site.flaky, site.slow = {}, 0.4
+        assert scrape(tmp_path / "ws", site_file(tmp_path, site, delay=0.3)).exit_code == 0
+        times = [t for t, method, path in site.log if method == "GET" and path != "/robots.txt"]
+    assert len(times) >= 4
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.4 + 0.3 - 0.01  # answering, then the delay
+
+
 def test_429_is_retried_after_retry_after(toy, tmp_path):
     with BankSite() as site:
         site.flaky, site.rate_limited = {}, {"/mcq/3.html": 1}

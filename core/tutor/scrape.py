@@ -10,7 +10,7 @@ uses the same Session (docs/collecting.md).
 The Session is the only way out to the network:
   - robots.txt is read first, with a timeout; 5xx or no answer means "do not
     crawl" (RFC 9309), 4xx means no rules;
-  - at least `delay` seconds (1 s by default) between requests to one host;
+  - at least `delay` seconds (1 s by default) between requests to one host, counted from the end of the last one;
   - 429 and 5xx are retried with exponential backoff, honouring Retry-After;
   - every page is cached on disk once fetched, so after a crash or Ctrl-C a
     re-run reads collected pages from disk and fetches only the rest;
@@ -246,6 +246,12 @@ class Session:
                 time.sleep(wait)
             self._last[host] = time.monotonic()
 
+    def _finished(self, host: str) -> None:
+        """The delay counts from the end of a request too: a request that reached the site late (a slow connect)
+        must not let the next one arrive sooner than `delay` after it."""
+        with self._lock:
+            self._last[host] = max(self._last.get(host, 0.0), time.monotonic())
+
     def _get(self, url: str) -> bytes:
         if not self.allowed(url):
             raise ScrapeError(f"{url} is disallowed by robots.txt")
@@ -265,6 +271,8 @@ class Session:
                 raise ScrapeError(f"{url} answered {err.code} {err.reason}" + (f" after {attempt + 1} tries" if attempt else "")) from None
             except (urllib.error.URLError, TimeoutError, OSError) as err:
                 raise ScrapeError(f"{url} did not answer within {self.config.timeout:g} s ({getattr(err, 'reason', err)})") from None
+            finally:
+                self._finished(origin)
         raise AssertionError("unreachable")
 
     # The browser ------------------------------------------------------------------------------
