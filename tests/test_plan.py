@@ -96,7 +96,7 @@ def test_a_mark_result_row_quotes_its_missed_points_in_the_reason(tmp_path, bank
               for i, point in enumerate(q.mark_scheme.points[:3])]
     # the fields of tutor.infer.results.MarkResult, as `mark --answers` writes them
     row = {"subject": "physics", "question_id": q.id, "student": "ann", "marks": 1, "out_of": q.marks, "question_marks": q.marks,
-           "points": points, "levelled": [], "level": None, "feedback": ["Use the right equation."], "checks": [], "marker": "rules",
+           "points": points, "levelled": [], "levels": [], "feedback": ["Use the right equation."], "checks": [], "marker": "rules",
            "truncated": False}
     rows = [row, *synthetic(bank, physics, weak="none", student="ann")]
     attempts, problems = p.read_results(write_jsonl(tmp_path / "marked.jsonl", rows), bank)

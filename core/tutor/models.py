@@ -532,12 +532,15 @@ class Score(Model):
 
 
 class Evaluator(Model):
-    """Scores an answer to a question; `formats` says which question formats it can judge."""
+    """Scores an answer to a question; `formats` says which question formats it can judge, `subjects` whose."""
 
     name: str = Field(pattern=SLUG)
     description: str
     formats: list[QuestionFormat]
     score: Callable[[Question, str], Score]
+    subjects: list[str] = Field(default_factory=list, description=(
+        "The subjects it judges; empty for every subject. A subject's own checker (named places in geography, state "
+        "symbols in chemistry) names its subject, so it never marks another subject's answers."))
 
 
 class QuestionSource(Model):

@@ -81,7 +81,8 @@ def evaluators():
     """List the evaluators: the question formats each judges, and where it comes from."""
     from ..registry import registry
 
-    rows = [(e.name, ", ".join(e.formats), _source("evaluator", e.name), e.description) for e in registry().evaluators.values()]
+    rows = [(e.name, ", ".join(e.formats) + (f" ({', '.join(e.subjects)} only)" if e.subjects else ""), _source("evaluator", e.name),
+             e.description) for e in registry().evaluators.values()]
     table(["evaluator", "judges", "from", "what it checks"], rows)
 
 

@@ -248,6 +248,8 @@ def _class_answers(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
 def _show_mark(result) -> None:
     rows = [(f"({p.part})" if p.part else "", p.text[:60], f"{p.marks:g}", "yes" if p.awarded else "no",
              f'"{" ".join(p.evidence.split())[:50]}"' if p.evidence else p.why) for p in result.points]
+    rows += [(f"({a.part})" if a.part else "", f"levels{f' ({a.strand})' if a.strand else ''}: level {a.level}", f"{a.out_of}",
+              f"{a.marks:g}", f"estimated: {len(a.covered)} pieces of indicative content") for a in result.levels]
     if rows:
         table(["part", "marking point", "marks", "awarded", "evidence / why"], rows)
     click.echo(f"Total: {result.marks:g}/{result.out_of:g}" + (f" (question: {result.question_marks} marks)"

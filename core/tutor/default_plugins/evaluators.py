@@ -513,6 +513,14 @@ def score_mark_points(question: Question, reply: str) -> Score:
     return points_score(question, [_mark_point(point, answer) for _, _, points in parts for point in points])
 
 
+def covered_points(texts: list[str], reply: str) -> list[PointMark]:
+    """One PointMark per text, read as a marking point: what `mark` estimates a levelled part from (its indicative content)."""
+    from tutor.models import MarkPoint
+
+    answer = _Answer(reply)
+    return [_mark_point(MarkPoint(text=text), answer) for text in texts]
+
+
 # --- form ----------------------------------------------------------------------------
 
 

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 
 
 def evaluators_for(kit: SubjectKit, question: Question) -> list[Evaluator]:
-    """The registered evaluators that judge the question's format, in registration order (the core's first)."""
+    """The registered evaluators that judge the question's format and subject, in registration order (the core's first)."""
     from ..registry import registry
 
     fmt = kit.type(question.type).format
-    return [e for e in registry().evaluators.values() if fmt in e.formats]
+    return [e for e in registry().evaluators.values() if fmt in e.formats and (not e.subjects or kit.name in e.subjects)]
 
 
 def score_reply(kit: SubjectKit, question: Question, reply: str, only: set[str] | None = None) -> dict[str, Score]:

@@ -14,10 +14,12 @@ add their findings as checks; the mark is the markers'.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import TYPE_CHECKING
 
 from ..errors import TutorError
-from .results import MarkResult
+from .results import LevelAward, MarkResult
 
 if TYPE_CHECKING:
     from ..models import Question, Score
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
 
 MAX_ANSWER_CHARS = 20_000  # as the judge reads: an exam answer is a few thousand characters
 FEEDBACK_LINES = 3
+# A levelled part reaches its top level when the answer covers this share of the indicative content: no answer
+# covers it all (the notes list more than a full-mark answer needs). On the 22 levelled economics questions of the
+# sample bank, 0.5 gives gold answers 95% of the levelled marks and other questions' gold answers 12% (0.3: 99% and 21%;
+# 0.6: 91% and 11%); tests/test_tutor_modes.py holds it there.
+TOP_SHARE = 0.5
+_CLAUSE = re.compile(r";\s+|(?<=[a-z)])\.\s+|:\s+(?=[A-Za-z])")
+_META = re.compile(r"\b(marks?|level|AO\d|indicative content|evaluation)\b\s*[:.]?\s*$|\bmarks? for\b", re.IGNORECASE)
 
 
 def check_answer_text(answer: str) -> tuple[str, bool]:
@@ -40,7 +49,6 @@ def check_answer_text(answer: str) -> tuple[str, bool]:
 def mark_answer(kit: SubjectKit, question: Question, answer: str, *, workspace: Workspace | None = None, judge: bool = False,
                 student: str | None = None) -> MarkResult:
     """The MarkResult of `answer`: by the rules, or by the teacher as judge (`judge`, which needs `workspace`)."""
-    from ..default_plugins.evaluators import point_parts
     from ..eval.scoring import score_reply
     from ..registry import registry
 
@@ -61,18 +69,69 @@ def mark_answer(kit: SubjectKit, question: Question, answer: str, *, workspace: 
         marker = f"judge:{teacher_config(workspace).model}"
     else:
         score = evaluators["mark-points"].score(question, answer)
-    _, levelled = point_parts(question)
+    levels, levelled = estimate_levels(question, answer) if not question.is_mcq else ([], [])
+    marks = score.marks + sum(level.marks for level in levels)
+    out_of = (score.out_of if score.points or question.is_mcq else 0) + sum(level.out_of for level in levels)
     checks = [f"{name}: {extra.marks:g}/{extra.out_of:g}" + (f" ({_one_line(extra.feedback)})" if extra.feedback else "")
               for name, extra in score_reply(kit, question, answer).items() if name not in ("mark-points", "mcq", "form")]
-    return MarkResult(subject=kit.name, question_id=question.id, student=student, marks=score.marks, out_of=score.out_of,
-                      question_marks=question.marks, points=score.points, levelled=levelled if not question.is_mcq else [],
-                      feedback=feedback(question, score), checks=checks, marker=marker, truncated=truncated)
+    return MarkResult(subject=kit.name, question_id=question.id, student=student, marks=marks, out_of=out_of or score.out_of,
+                      question_marks=question.marks, points=score.points, levelled=levelled, levels=levels,
+                      feedback=feedback(question, score, levels), checks=checks, marker=marker, truncated=truncated)
 
 
-def feedback(question: Question, score: Score) -> list[str]:
-    """Two or three lines in the mark scheme's terms: what earned marks, then what to add, point by point."""
+def indicative_content(notes: str) -> list[str]:
+    """The mark scheme notes cut into clauses of content, the examiner's bookkeeping ("up to 8 marks for ...") left out."""
+    clauses = [" ".join(c.split()) for c in _CLAUSE.split(notes)]
+    return [c for c in clauses if len(c.split()) >= 3 and not _META.search(c)]
+
+
+def estimate_levels(question: Question, answer: str) -> tuple[list[LevelAward], list[str]]:
+    """(a level for each part, and strand, marked by levels; the levelled parts that cannot be estimated).
+
+    The rule marker cannot judge the quality of an argument; it can see how much of the indicative content (the
+    mark scheme's notes) an answer covers, as it sees marking points. That share, over TOP_SHARE, places the answer
+    in the part's levels from the bottom: nothing covered is level 0, TOP_SHARE or more the top level, and within a
+    level the marks rise with the share. An estimate, labelled as one: an examiner (or the judge) decides levels.
+    """
+    from ..default_plugins.evaluators import covered_points
+
+    scheme = question.mark_scheme
+    parts = list(dict.fromkeys(level.part for level in scheme.levels))
+    if not parts:
+        return [], []
+    clauses = indicative_content(scheme.notes)
+    if not clauses:
+        return [], [f"({part})" if part else "the question" for part in parts]
+    found = [p for p in covered_points(clauses, answer) if p.awarded]
+    share = len(found) / len(clauses)
+    position = min(1.0, share / TOP_SHARE)
+    awards = []
+    for part in parts:
+        for strand in dict.fromkeys(level.strand for level in scheme.levels if level.part == part):
+            table = sorted((lv for lv in scheme.levels if lv.part == part and lv.strand == strand), key=lambda lv: lv.level)
+            top = max(lv.marks[1] for lv in table)
+            if position == 0:
+                awards.append(LevelAward(part=part, strand=strand, level=0, marks=0, out_of=top, share=0.0))
+                continue
+            step = position * len(table)
+            chosen = table[max(0, math.ceil(step) - 1)]
+            within = step - (math.ceil(step) - 1)  # (0, 1]: how far into its level
+            low, high = chosen.marks
+            awards.append(LevelAward(part=part, strand=strand, level=chosen.level, marks=low + round((high - low) * within),
+                                     out_of=top, descriptor=chosen.descriptor, covered=[p.text for p in found], share=round(share, 3)))
+    return awards, []
+
+
+def feedback(question: Question, score: Score, levels: list[LevelAward] = ()) -> list[str]:
+    """Two or three lines in the mark scheme's terms: what earned marks, then what to add, point by point; for a
+    part marked by levels, the level estimated and how much of the indicative content it rests on."""
     if question.is_mcq:
         return [score.feedback] if score.feedback else []
+    level_lines = [f"{f'({award.part}) ' if award.part else ''}{f'{award.strand}: ' if award.strand else ''}level {award.level} "
+                   f"(estimated: {len(award.covered)} pieces of the indicative content covered; an examiner decides levels)"
+                   for award in levels]
+    if level_lines and not score.points:
+        return level_lines[:FEEDBACK_LINES]
     got = [p for p in score.points if p.awarded]
     missed = [p for p in score.points if not p.awarded]
     lines = []
@@ -84,7 +143,7 @@ def feedback(question: Question, score: Score) -> list[str]:
                      + (f" ({point.why})" if point.why and point.why != "not found" else "") + ".")
     if not missed and score.points:
         lines.append("Every marking point is covered: full marks on the point-marked parts.")
-    return lines[:FEEDBACK_LINES]
+    return (level_lines[:1] + lines)[:FEEDBACK_LINES]
 
 
 def _short(text: str, limit: int = 140) -> str:

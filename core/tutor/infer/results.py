@@ -33,18 +33,32 @@ class TextResult(Model):
     diagrams: list[DiagramResult] = Field(default_factory=list)
 
 
+class LevelAward(Model):
+    """A part marked by levels, as the rule marker estimates it from the indicative content the answer covers."""
+
+    part: str | None = None
+    strand: str | None = None
+    level: int = Field(ge=0, description="0: no creditable content.")
+    marks: float = Field(ge=0)
+    out_of: int
+    descriptor: str = ""
+    covered: list[str] = Field(default_factory=list, description="The indicative content found in the answer.")
+    share: float = Field(description="The share of the indicative content covered.")
+
+
 class MarkResult(Model):
     """A student's answer marked point by point against the mark scheme."""
 
     subject: str
     question_id: str
     student: str | None = None
-    marks: float = Field(ge=0, description="Marks awarded on the parts marked by points (and the MCQ key).")
+    marks: float = Field(ge=0, description="Marks awarded: points, the MCQ key, and the estimated levels.")
     out_of: float = Field(gt=0, description="The marks those parts carry.")
     question_marks: int = Field(description="The question's whole marks, levelled parts included.")
     points: list[PointMark] = Field(default_factory=list)
-    levelled: list[str] = Field(default_factory=list, description="Parts marked by levels, which this marker leaves to an examiner.")
-    level: int | None = Field(default=None, description="The level reached, for a levelled part when the marker decides one.")
+    levelled: list[str] = Field(default_factory=list, description="Parts marked by levels that could not be estimated (no indicative "
+                                                                 "content in the mark scheme's notes): left to an examiner.")
+    levels: list[LevelAward] = Field(default_factory=list, description="The level estimated for each part (and strand) marked by levels.")
     feedback: list[str] = Field(default_factory=list, description="Two or three lines in the mark scheme's terms.")
     checks: list[str] = Field(default_factory=list, description="What the subject's own evaluators said (units, final answers...).")
     marker: str = Field(description="'rules' (deterministic) or 'judge:<model>'.")

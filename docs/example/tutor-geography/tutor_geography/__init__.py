@@ -21,6 +21,7 @@ def register_evaluators(register):
         description="Checks that a case-study answer names a specific place and gives at least one statistic.",
         formats=["essay"],
         score=score_case_study_detail,
+        subjects=["geography"],  # geography's own check: it must not mark another subject's essays
     ))
 
 
