@@ -184,6 +184,21 @@ class DiagramsConfig(Model):
                                                      "it; off: the filter and kpathsea only.")
 
 
+class ServeConfig(Model):
+    """[serve] in tutor.toml: `tutor serve`'s address and limits, conservative by default."""
+
+    host: str = Field(default="127.0.0.1", description="Loopback only, unless you say otherwise (--host).")
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_key_file: Path | None = Field(default=None, description="A file of accepted API keys, one a line; TUTOR_API_KEYS (comma-"
+                                      "separated) adds more. With none, every route but /health answers 401.")
+    max_tokens: int = Field(default=512, ge=1, description="The most new tokens a request gets; a larger max_tokens is capped to it.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="A larger request body is refused (413).")
+    max_messages: int = Field(default=64, ge=1, description="More messages in a request is a 400.")
+    max_prompt_tokens: int = Field(default=4096, ge=16, description="A longer prompt is a 400.")
+    queue: int = Field(default=16, ge=1, description="Requests waiting or running at once; more get 429 with Retry-After.")
+    timeout: float = Field(default=300.0, gt=0, description="Seconds a request may wait and run in all; then 504.")
+
+
 class Config(Model):
     """tutor.toml. Every stage owns one section; unknown keys are errors, so typos surface."""
 
@@ -192,3 +207,4 @@ class Config(Model):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     diagrams: DiagramsConfig = Field(default_factory=DiagramsConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
