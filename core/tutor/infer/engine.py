@@ -123,7 +123,7 @@ def stream_generate(model, tokenizer, messages: list[dict[str, str]], *, max_new
     import torch
     from transformers import TextIteratorStreamer
 
-    from .generate import REPETITION_PENALTY, stop_ids
+    from .generate import REPETITION_PENALTY, stop_ids, until_stop
 
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
@@ -156,10 +156,8 @@ def stream_generate(model, tokenizer, messages: list[dict[str, str]], *, max_new
             if held.rstrip("\ufffd"):
                 on_text(held.rstrip("\ufffd"))
         output = future.result()  # generate's own error, if it failed, is raised here
-    new_tokens = output[0, prompt_length:].tolist()
-    end = next((n for n, token in enumerate(new_tokens) if token in stops), None)
-    kept = new_tokens if end is None else new_tokens[:end]
-    return tokenizer.decode(kept, skip_special_tokens=True).rstrip("\ufffd").strip(), end is None
+    kept, stopped = until_stop(output[0, prompt_length:].tolist(), stops)
+    return tokenizer.decode(kept, skip_special_tokens=True).rstrip("\ufffd").strip(), not stopped
 
 
 class TeacherEngine:

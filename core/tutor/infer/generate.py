@@ -93,9 +93,14 @@ def stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _reply(tokenizer, tokens: list[int], stops: set[int]) -> Reply:
-    """A row's reply: its new tokens before the first stop token (a finished row is padded after it); cut when none came."""
+def until_stop(tokens: list[int], stops: set[int]) -> tuple[list[int], bool]:
+    """(the new tokens before the first stop token, whether one came): a finished row of a batch is padded after it."""
     end = next((n for n, token in enumerate(tokens) if token in stops), None)
-    kept = tokens if end is None else tokens[:end]
+    return (tokens, False) if end is None else (tokens[:end], True)
+
+
+def _reply(tokenizer, tokens: list[int], stops: set[int]) -> Reply:
+    """A row's reply: its new tokens before the first stop token; cut when none came."""
+    kept, stopped = until_stop(tokens, stops)
     text = tokenizer.decode(kept, skip_special_tokens=True).rstrip("\ufffd").strip()
-    return Reply(text, cut=end is None, tokens=len(kept))
+    return Reply(text, cut=not stopped, tokens=len(kept))

@@ -107,7 +107,7 @@ class Backend:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        from ..infer.generate import REPETITION_PENALTY, stop_ids
+        from ..infer.generate import REPETITION_PENALTY, stop_ids, until_stop
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -149,13 +149,12 @@ class Backend:
         if "error" in result:
             raise result["error"]
         new = result["output"][0, len(prompt):].tolist()
-        end = next((n for n, token in enumerate(new) if token in stops), None)
-        kept = new if end is None else new[:end]
+        kept, stopped = until_stop(new, stops)
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         if stop:
             cut = min((text.find(s) for s in stop if s in text), default=-1)
             text = text[:cut] if cut >= 0 else text
-        finish = "length" if end is None and len(new) >= max_tokens and not (stop and cut >= 0) else "stop"
+        finish = "length" if not stopped and len(new) >= max_tokens and not (stop and cut >= 0) else "stop"
         return Output(text=text, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(kept))
 
 
