@@ -19,6 +19,11 @@ A digest is of the messages sent, so "no prompt answered twice" is a check
 on `server.completed`. Run it alone for the benchmark:
 
     python tests/openai_server.py --latency 1      # prints "PORT <n>", serves until killed
+
+Streams can be slowed (`stream_delay` seconds between events, `piece_size`
+characters of content per event), and `echo_model` starts every reply with
+"[<the request's model>] ", for a stand-in of a server that serves several
+models (tests of `tutor serve --engine vllm`).
 """
 
 from __future__ import annotations
@@ -117,8 +122,10 @@ def default_reply(messages: list[dict]) -> str:
 
 
 class TeacherServer:
-    def __init__(self, latency: float = 0.0, reply=default_reply):
+    def __init__(self, latency: float = 0.0, reply=default_reply, *, stream_delay: float = 0.0, piece_size: int = 400,
+                 echo_model: bool = False):
         self.latency, self.reply = latency, reply
+        self.stream_delay, self.piece_size, self.echo_model = stream_delay, piece_size, echo_model
         self.script: deque[Action] = deque()
         self.requests: list[Seen] = []
         self.completed: Counter[str] = Counter()
@@ -276,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         content = teacher.reply(messages) if action.content is None else action.content
         if action.think is not None:
             content = f"<think>{action.think}</think>\n{content}"
+        if teacher.echo_model:
+            content = f"[{body.get('model')}] {content}"
         prompt_tokens = sum(len(m.get("content") or "") for m in messages) // 4 + 1
         completion_tokens = (len(content) + len(action.reasoning or "")) // 4 + 1
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
@@ -292,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
                 events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
                 for piece in _pieces(action.reasoning or ""):
                     events.append({**chunk, "choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": None}]})
-                for piece in _pieces(content):
+                for piece in _pieces(content, teacher.piece_size):
                     events.append({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
                 events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": action.finish_reason}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
@@ -300,6 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._events([json.dumps(e) for e in events] + ["[DONE]"])
         except OSError:  # the client went away mid-reply: not delivered
             seen.outcome = "abandoned"
+            self.close_connection = True  # nothing more can come on it
             return
         teacher._delivered(seen)
 
@@ -323,9 +333,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for data in datas:
+        for n, data in enumerate(datas):
+            if n and self.teacher.stream_delay:
+                time.sleep(self.teacher.stream_delay)
             event = f"data: {data}\n\n".encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -338,8 +351,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="Seconds before each reply.")
+    parser.add_argument("--stream-delay", type=float, default=0.0, help="Seconds between the events of a streamed reply.")
+    parser.add_argument("--piece-size", type=int, default=400, help="Characters of content per streamed event.")
+    parser.add_argument("--echo-model", action="store_true", help="Start each reply with '[<the model asked for>] '.")
     args = parser.parse_args()
-    server = TeacherServer(latency=args.latency).start(args.port)
+    server = TeacherServer(latency=args.latency, stream_delay=args.stream_delay, piece_size=args.piece_size,
+                           echo_model=args.echo_model).start(args.port)
     print(f"PORT {server.port}", flush=True)
     try:
         threading.Event().wait()

@@ -177,3 +177,192 @@ def test_past_the_queue_requests_get_429_and_the_rest_complete(served, monkeypat
     refused = outcomes.count(429)
     assert refused >= 4 and len(outcomes) - refused >= 2  # a queue of 2: at most 2 waiting or running at a time
     assert json.loads(http("GET", f"{url}/health")[1])["waiting"] == 0  # every slot given back
+
+
+def test_no_cross_talk_greedy_replies_in_a_mixed_batch_are_the_solo_replies(served):
+    """Physics, chemistry and the base decode in one batch, joining at different steps: each reply is token for token its solo run."""
+    backend, _ = served
+    questions = ["What is the unit of force?", "State Newton's second law of motion in words and as an equation.",
+                 "Define specific heat capacity.", "Why does a ball thrown upwards slow down?"]
+    work = [(model, question) for question in questions for model in backend.models]  # 12 requests, 3 models
+    prompts = [backend.prompt_tokens([{"role": "user", "content": q}]) for _, q in work]
+
+    def ask(n: int):
+        return backend.generate(backend.models[work[n][0]], prompts[n], max_tokens=24)
+
+    solo = [ask(n) for n in range(len(work))]
+    assert len({out.text for out in solo}) > len(questions)  # the models do answer differently
+    peak_before = backend.scheduler.peak
+    with ThreadPoolExecutor(len(work)) as pool:
+        futures = []
+        for n in range(len(work)):
+            futures.append(pool.submit(ask, n))
+            time.sleep(0.003 * (n % 4))  # some join a running batch mid-way
+        mixed = [future.result(timeout=120) for future in futures]
+    assert backend.scheduler.peak >= 3 or peak_before >= 3  # they did share steps
+    for (model, question), alone, together in zip(work, solo, mixed):
+        assert together == alone, f"{model} on {question!r}"
+
+
+def test_a_client_gone_mid_stream_frees_its_slot_and_the_server_goes_on(served, monkeypatch):
+    import http.client
+    from urllib.parse import urlsplit
+
+    backend, url = served
+    step = backend.scheduler._step
+
+    def slow_step(*args):
+        time.sleep(0.1)  # the tiny model would finish its 12 tokens before the client could leave
+        return step(*args)
+
+    monkeypatch.setattr(backend.scheduler, "_step", slow_step)
+    cancelled = sum(c["cancelled"] for c in backend.scheduler.counts.values())
+    where = urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    connection.request("POST", "/v1/chat/completions", json.dumps({"model": "physics", "messages": PROMPT, "stream": True,
+                                                                   "max_tokens": 12, "stop": ["never in this reply"]}),
+                       {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    response = connection.getresponse()
+    assert response.status == 200
+    response.fp.readline()  # the first event has arrived
+    deadline = time.monotonic() + 10
+    while not backend.scheduler.running and time.monotonic() < deadline:  # and the request is in the batch
+        time.sleep(0.01)
+    connection.sock.shutdown(2)
+    connection.close()
+    deadline = time.monotonic() + 10
+    while sum(c["cancelled"] for c in backend.scheduler.counts.values()) == cancelled and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum(c["cancelled"] for c in backend.scheduler.counts.values()) == cancelled + 1  # ended early, not run to 12 tokens
+    assert not backend.scheduler.running
+    monkeypatch.undo()
+    assert client(url).chat.completions.create(model="physics", messages=PROMPT, max_tokens=4).choices[0].message.content
+
+
+def test_a_hundred_clients_over_a_queue_of_16_get_429_or_a_reply_and_nothing_hangs(served, monkeypatch):
+    import uvicorn
+    from tutor.serve.app import create_app
+
+    backend, _ = served
+    step = backend.scheduler._step
+
+    def slow_step(*args):
+        time.sleep(0.02)
+        return step(*args)
+
+    monkeypatch.setattr(backend.scheduler, "_step", slow_step)
+    settings = ServeConfig(port=0, max_tokens=6, queue=16)
+    server = uvicorn.Server(uvicorn.Config(create_app(backend, settings, [KEY]), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        def ask(n):
+            return http("POST", f"{url}/v1/chat/completions", {"model": ["physics", "chemistry"][n % 2], "messages": PROMPT})
+
+        with ThreadPoolExecutor(100) as pool:
+            outcomes = [future.result(timeout=180) for future in [pool.submit(ask, n) for n in range(100)]]
+        statuses = [status for status, _ in outcomes]
+        assert set(statuses) <= {200, 429} and statuses.count(429) > 0 and statuses.count(200) >= 16
+        assert all(json.loads(body)["choices"][0]["finish_reason"] in ("stop", "length") for status, body in outcomes if status == 200)
+        assert json.loads(http("GET", f"{url}/health")[1])["waiting"] == 0
+        assert not backend.scheduler.running and not backend.scheduler.waiting
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+# --- the tutor modes, diagrams and metrics ------------------------------------------------------
+
+
+def test_subject_info_lists_the_bank_for_the_pickers_and_an_unserved_subject_is_404(served):
+    _, url = served
+    status, body = http("GET", f"{url}/v1/tutor/subjects/physics")
+    info = json.loads(body)
+    assert status == 200 and info["name"] == "physics" and info["topics"] and info["types"]
+    assert {"id", "type", "topic", "marks", "text"} <= set(info["questions"][0])
+    status, body = http("GET", f"{url}/v1/tutor/subjects/economics")  # its adapter was refused
+    assert status == 404 and "physics" in json.loads(body)["error"]["message"]
+    assert http("GET", f"{url}/v1/tutor/subjects/physics", key=None)[0] == 401
+
+
+def test_answer_streams_deltas_then_the_result_and_equals_the_plain_answer(served):
+    _, url = served
+    question = json.loads(http("GET", f"{url}/v1/tutor/subjects/physics")[1])["questions"][0]
+    status, body = http("POST", f"{url}/v1/tutor/answer", {"subject": "physics", "question_id": question["id"]})
+    plain = json.loads(body)
+    assert status == 200 and plain["mode"] == "answer" and plain["question_id"] == question["id"] and plain["model"].endswith("-sft")
+    status, body = http("POST", f"{url}/v1/tutor/answer", {"subject": "physics", "question_id": question["id"], "stream": True})
+    events = [line.removeprefix("data: ").strip() for line in body.splitlines() if line.startswith("data:")]
+    assert status == 200 and events[-1] == "[DONE]"
+    parsed = [json.loads(e) for e in events[:-1]]
+    deltas = "".join(e["delta"] for e in parsed if "delta" in e)
+    (result,) = [e["result"] for e in parsed if "result" in e]
+    assert result["text"] == plain["text"] and deltas.strip() == plain["text"]
+    status, body = http("POST", f"{url}/v1/tutor/explain", {"subject": "physics", "text": "Why is the sky blue?"})
+    assert status == 200 and json.loads(body)["mode"] == "explain"
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    ({"subject": "physics"}, 400, None),  # neither text nor question id
+    ({"subject": "physics", "question_id": "no-such-question"}, 400, "question_id"),
+    ({"subject": "physics", "text": "hi", "temperature": 1}, 400, "temperature"),
+    ({"subject": "biology", "text": "hi"}, 404, "subject"),
+])
+def test_a_bad_tutor_request_is_one_error_naming_what_is_wrong(served, body, status, field):
+    _, url = served
+    got, text = http("POST", f"{url}/v1/tutor/answer", body)
+    problem = json.loads(text)["error"]
+    assert got == status, text
+    assert field is None or problem["param"] == field or field in problem["message"]
+
+
+def test_mark_gives_points_and_feedback_and_set_and_plan_answer(served):
+    _, url = served
+    questions = json.loads(http("GET", f"{url}/v1/tutor/subjects/physics")[1])["questions"]
+    for question in [q for q in questions if q["type"] != "mcq"][:10]:  # the first with mark points (not levels alone)
+        status, body = http("POST", f"{url}/v1/tutor/mark", {"subject": "physics", "question_id": question["id"], "answer": "No idea."})
+        marked = json.loads(body)
+        assert status == 200 and marked["marker"] == "rules" and marked["marks"] == 0
+        if marked["points"]:
+            break
+    assert marked["points"] and not any(point["awarded"] for point in marked["points"])
+    status, body = http("POST", f"{url}/v1/tutor/set", {"subject": "physics", "type": question["type"], "count": 1})
+    made = json.loads(body)
+    assert status == 200 and len(made["accepted"]) + len(made["rejected"]) == 1  # the tiny model writes nonsense: rejected, with why
+    assert all(reject["reasons"] for reject in made["rejected"])
+    rows = [{"question_id": q["id"], "marks": 0} for q in questions[:6]] + [{"question_id": "nope", "marks": 1}]
+    status, body = http("POST", f"{url}/v1/tutor/plan", {"subject": "physics", "results": rows, "days": 5})
+    planned = json.loads(body)
+    assert status == 200 and planned["plan"]["days"] == 5 and "|" in planned["table"]
+    assert len(planned["problems"]) == 1 and "nope" in planned["problems"][0] and "/tmp" not in planned["problems"][0]
+
+
+def test_a_diagram_is_compiled_in_the_sandbox_and_served_by_its_key(served):
+    _, url = served
+    status, body = http("POST", f"{url}/v1/diagrams", {"subject": "physics", "format": "tikz",
+                                                       "code": "\\begin{tikzpicture}\\draw (0,0) -- (2,1);\\end{tikzpicture}"})
+    drawn = json.loads(body)
+    assert status == 200 and drawn["ok"], drawn
+    assert drawn["png"] == f"/v1/diagrams/{drawn['key']}.png"
+    request = urllib.request.Request(url + drawn["png"], headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n" and response.headers["content-type"] == "image/png"
+    assert http("GET", url + drawn["png"], key=None)[0] == 401
+    assert http("GET", f"{url}/v1/diagrams/../../etc/passwd.png")[0] == 404
+    assert http("GET", f"{url}/v1/diagrams/{'0' * 64}.png")[0] == 404
+    status, body = http("POST", f"{url}/v1/diagrams", {"subject": "physics", "format": "tikz", "code": "\\input{/etc/passwd}"})
+    assert status == 200 and not json.loads(body)["ok"] and json.loads(body)["error"]
+
+
+def test_metrics_count_requests_and_tokens_per_model(served):
+    _, url = served
+    client(url).chat.completions.create(model="chemistry", messages=PROMPT, max_tokens=4)
+    status, body = http("GET", f"{url}/metrics")
+    metrics = json.loads(body)
+    assert status == 200 and metrics["queue"] == 2 and metrics["waiting"] == 0
+    assert metrics["models"]["chemistry"]["requests"] >= 1 and metrics["models"]["chemistry"]["completion_tokens"] >= 1
+    assert http("GET", f"{url}/metrics", key=None)[0] == 401

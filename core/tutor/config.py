@@ -197,6 +197,8 @@ class ServeConfig(Model):
     max_prompt_tokens: int = Field(default=4096, ge=16, description="A longer prompt is a 400.")
     queue: int = Field(default=16, ge=1, description="Requests waiting or running at once; more get 429 with Retry-After.")
     timeout: float = Field(default=300.0, gt=0, description="Seconds a request may wait and run in all; then 504.")
+    batch: int = Field(default=8, ge=1, le=256, description="Requests the local engine decodes together, in one forward pass per "
+                       "token; the rest of the queue joins as rows finish.")
 
 
 class Config(Model):

@@ -36,14 +36,16 @@ class Tutor:
     (used for `adapter_role`, the newest for the other role), or 'teacher' (the [teacher] endpoint)."""
 
     def __init__(self, subject: str, workspace: str | Path | Workspace = "tutor-workspace", model: str | Path = "latest", *,
-                 max_new_tokens: int = 384, adapter_role: str = "answer", say: Callable[[str], None] | None = None):
+                 max_new_tokens: int = 384, adapter_role: str = "answer", say: Callable[[str], None] | None = None, engine=None):
         from ..console import say as default_say
         from ..registry import get_subject
         from .engine import LocalEngine, TeacherEngine
 
         self.kit = get_subject(subject)
         self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
-        if str(model) == "teacher":
+        if engine is not None:  # the server's: its batcher, shared by every request
+            self.engine = engine
+        elif str(model) == "teacher":
             self.engine = TeacherEngine(self.workspace, self.kit.name)
         elif str(model) in ("latest", "base"):
             self.engine = LocalEngine(self.workspace, self.kit.name, base_only=str(model) == "base", max_new_tokens=max_new_tokens,

@@ -1,8 +1,9 @@
 """The HTTP side of `tutor serve`: OpenAI's chat-completions API on FastAPI, with its limits.
 
-Routes: GET /health (no key needed), GET /v1/models, POST /v1/chat/completions
-(plain JSON, or server-sent events with `stream`, ending in `data: [DONE]`,
-with a usage chunk when `stream_options.include_usage`). Errors come in
+Routes: GET /health (no key needed), GET /metrics, GET /v1/models, POST
+/v1/chat/completions (plain JSON, or server-sent events with `stream`, ending
+in `data: [DONE]`, with a usage chunk when `stream_options.include_usage`);
+the tutor modes and diagrams (tutor_api.py) and the web page (web.py). Errors come in
 OpenAI's shape, {"error": {"message", "type", "param", "code"}}: an unknown
 model is 404 `model_not_found` (never a silent fallback to the base), a bad
 body 400 naming the field, a missing or wrong key 401, a full queue 429 with
@@ -27,13 +28,15 @@ from typing import Literal
 
 from fastapi import FastAPI, Request  # at the top: FastAPI reads the handlers' annotations from this module's names
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from ..config import ServeConfig
+from ..errors import TutorError
 from ..models import Model
+from . import tutor_api, web
 from .backend import Backend
+from .responses import bad_body, error
 
 
 class Message(Model):
@@ -69,20 +72,83 @@ class ChatRequest(Model):
     user: str | None = None
 
 
-def error(status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None,
-          headers: dict | None = None):
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status, headers=headers)
+class Gate:
+    """Admission for every route that runs the model: at most `queue` requests waiting or running, each within the timeout."""
+
+    def __init__(self, settings: ServeConfig):
+        self.settings, self.waiting = settings, 0
+
+    def full(self):
+        """The 429 to send when the queue is full, else None."""
+        if self.waiting >= self.settings.queue:
+            return error(429, f"the server is busy: {self.settings.queue} requests are already waiting or running", kind="rate_limit_error",
+                         code="queue_full", headers={"Retry-After": "1"})
+        return None
+
+    async def run(self, work, gone: dict, on_text=None):
+        """`work(on_text, cancelled)` in a worker thread, counted in the queue; past the timeout it is told to stop and TimeoutError
+        is raised. The caller checked `full()` just before, with no await in between."""
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                return await run_in_threadpool(work, on_text, lambda: gone["cancelled"])
+        except TimeoutError:
+            gone["cancelled"] = True
+            raise
+        finally:
+            self.waiting -= 1
+
+    def timed_out(self):
+        return error(504, f"no reply within the {self.settings.timeout:g} s request timeout", kind="timeout", code="timeout")
+
+    def events(self, work, gone: dict, first=None, piece=None, last=None):
+        """Server-sent events for `work` run as in `run`: `first` (an event or None), `piece(text)` per delta, `last(result)`'s
+        events, then [DONE]. A client that goes away (or the end) sets gone['cancelled'], so the work stops at its next step."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+
+        async def events():
+            task = asyncio.create_task(self.run(work, gone, on_text=lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)))
+            try:
+                if first is not None:
+                    yield {"data": first}
+                while not task.done() or not pieces.empty():
+                    getter = asyncio.ensure_future(pieces.get())
+                    done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        yield {"data": piece(getter.result())}
+                    else:
+                        getter.cancel()
+                try:
+                    result = await task
+                except TimeoutError:
+                    yield {"data": json.dumps({"error": {"message": f"no reply within the {self.settings.timeout:g} s request timeout",
+                                                         "type": "timeout", "code": "timeout"}})}
+                except TutorError as err:
+                    yield {"data": json.dumps({"error": {"message": str(err), "type": "invalid_request_error", "code": None}})}
+                else:
+                    for event in last(result):
+                        yield {"data": event}
+                yield {"data": "[DONE]"}
+            finally:
+                gone["cancelled"] = True
+                if not task.done():
+                    try:
+                        await task
+                    except Exception:  # noqa: BLE001, S110 - its error has nobody left to go to
+                        pass
+
+        return EventSourceResponse(events(), ping=15)
 
 
 def create_app(backend: Backend, settings: ServeConfig, keys: list[str]):
     """The FastAPI application serving `backend` within `settings`' limits, to clients with one of `keys`."""
     app = FastAPI(title="tutor", docs_url=None, redoc_url=None, openapi_url=None)
-    state = {"waiting": 0, "requests": 0, "tokens": 0, "busy_seconds": 0.0}
-    slots = asyncio.Semaphore(1)  # one generation at a time in this version; `queue` bounds who may wait for it
+    gate = Gate(settings)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if request.url.path != "/health":
+        if request.url.path != "/health" and not web.is_page(request.url.path):
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not keys or not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
                 return error(401, "a valid API key is needed: Authorization: Bearer <key> (keys: TUTOR_API_KEYS or "
@@ -93,7 +159,11 @@ def create_app(backend: Backend, settings: ServeConfig, keys: list[str]):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": list(backend.models), "waiting": state["waiting"]}
+        return {"status": "ok", "models": list(backend.models), "waiting": gate.waiting}
+
+    @app.get("/metrics")
+    async def metrics():
+        return {"waiting": gate.waiting, "queue": settings.queue, **backend.metrics()}
 
     @app.get("/v1/models")
     async def models():
@@ -108,9 +178,7 @@ def create_app(backend: Backend, settings: ServeConfig, keys: list[str]):
         try:
             req = ChatRequest.model_validate_json(body)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or None
-            return error(400, f"{where or 'body'}: {first['msg']}", param=where)
+            return bad_body(err)
         served = backend.models.get(req.model)
         if served is None:
             return error(404, f"The model `{req.model}` does not exist; served: {', '.join(backend.models)}", code="model_not_found")
@@ -120,32 +188,16 @@ def create_app(backend: Backend, settings: ServeConfig, keys: list[str]):
         prompt = backend.prompt_tokens(messages)
         if len(prompt) > settings.max_prompt_tokens:
             return error(400, f"the prompt is {len(prompt)} tokens, over the limit of {settings.max_prompt_tokens}", param="messages")
-        if state["waiting"] >= settings.queue:
-            return error(429, f"the server is busy: {settings.queue} requests are already waiting or running", kind="rate_limit_error",
-                         code="queue_full", headers={"Retry-After": "1"})
+        if busy := gate.full():
+            return busy
         max_tokens = min(req.max_completion_tokens or req.max_tokens or settings.max_tokens, settings.max_tokens)
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         options = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "stop": stop}
-        state["waiting"] += 1
         gone = {"cancelled": False}
 
-        async def run(on_text=None):
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(settings.timeout):
-                    async with slots:
-                        output = await run_in_threadpool(backend.generate, served, prompt, on_text=on_text,
-                                                         cancelled=lambda: gone["cancelled"], **options)
-            except TimeoutError:
-                gone["cancelled"] = True
-                raise
-            finally:
-                state["waiting"] -= 1
-                state["busy_seconds"] += time.monotonic() - started
-            state["requests"] += 1
-            state["tokens"] += output.completion_tokens
-            return output
+        def work(on_text, cancelled):
+            return backend.generate(served, prompt, on_text=on_text, messages=messages, cancelled=cancelled, **options)
 
         def usage(output):
             return {"prompt_tokens": output.prompt_tokens, "completion_tokens": output.completion_tokens,
@@ -153,45 +205,26 @@ def create_app(backend: Backend, settings: ServeConfig, keys: list[str]):
 
         if not req.stream:
             try:
-                output = await run()
+                output = await gate.run(work, gone)
             except TimeoutError:
-                return error(504, f"no reply within the {settings.timeout:g} s request timeout", kind="timeout", code="timeout")
+                return gate.timed_out()
             return {"id": ident, "object": "chat.completion", "created": created, "model": req.model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": output.text},
                                  "finish_reason": output.finish_reason}], "usage": usage(output)}
 
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-
-        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        def chunk(delta: dict, finish: str | None = None) -> str:
             return json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
-        async def events():
-            task = asyncio.create_task(run(on_text=lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)))
-            try:
-                yield {"data": chunk({"role": "assistant", "content": ""})}
-                while not task.done() or not pieces.empty():
-                    getter = asyncio.ensure_future(pieces.get())
-                    done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter in done:
-                        yield {"data": chunk({"content": getter.result()})}
-                    else:
-                        getter.cancel()
-                output = await task
-                yield {"data": chunk({}, output.finish_reason)}
-                if req.stream_options and req.stream_options.include_usage:
-                    yield {"data": json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                                               "choices": [], "usage": usage(output)})}
-                yield {"data": "[DONE]"}
-            finally:  # the client went away (or the stream ended): stop generating at the next token
-                gone["cancelled"] = True
-                if not task.done():
-                    try:
-                        await task
-                    except Exception:  # noqa: BLE001, S110 - its error has nobody left to go to
-                        pass
+        def last(output):
+            yield chunk({}, output.finish_reason)
+            if req.stream_options and req.stream_options.include_usage:
+                yield json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                                  "choices": [], "usage": usage(output)})
 
-        return EventSourceResponse(events(), ping=15)
+        return gate.events(work, gone, first=chunk({"role": "assistant", "content": ""}), piece=lambda text: chunk({"content": text}),
+                           last=last)
 
+    tutor_api.add_routes(app, backend, settings, gate)
+    web.add_routes(app)
     return app

@@ -8,23 +8,23 @@ so no global active adapter is ever switched while another request runs.
 An adapter that cannot be served (another base model, a corrupt folder) is
 refused at start with one line; the others still serve.
 
-This first version decodes one request at a time behind a bounded queue:
-requests wait their turn (past the queue: 429), and a client that goes away
-stops its generation at the next token, freeing the model for the next one.
+Requests decode together in batcher.Scheduler's continuous batch, whatever
+their adapters: a new one joins at the next step, and one that ends (or whose
+client went away) leaves at once.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import runs
 from ..errors import TutorError
+from ..infer.generate import stop_ids
 from ..workspace import Workspace
-
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+from .batcher import BASE_ADAPTER, Job, Output, Scheduler
 
 
 @dataclass
@@ -38,51 +38,28 @@ class Served:
 
 
 @dataclass
-class Output:
-    text: str
-    finish_reason: str  # "stop" or "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
 class Backend:
-    """The loaded base model and adapters; `generate` answers one request (callers hold `busy` while it runs)."""
+    """The loaded base model and adapters, and the batcher decoding every request on them."""
 
     base: str
     model: object
     tokenizer: object
     models: dict[str, Served]
+    scheduler: Scheduler
+    workspace: Workspace | None = None
     refused: list[str] = field(default_factory=list)  # one line per adapter left out at start
-    busy: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def load(cls, workspace: Workspace, subjects: list[str], *, say: Callable[[str], None]) -> Backend:
+    def load(cls, workspace: Workspace, subjects: list[str], *, say: Callable[[str], None], max_batch: int = 8) -> Backend:
         """The base model (the adapters' own, else the workspace's) with each subject's newest adapters."""
         import torch
 
         from ..basemodels import load_model, load_tokenizer
 
-        found, refused = [], []
-        for subject in subjects:
-            for role in runs.ROLES:
-                folder = runs.latest_adapter(workspace, subject, role)
-                if folder is None:
-                    continue
-                try:
-                    meta = runs.read_meta(folder)
-                    runs.check_bound(meta, subject, role, f"the adapter {folder}", f"serve {subject} with it")
-                except TutorError as err:
-                    refused.append(str(err))
-                    continue
-                found.append((Served(subject if role == "answer" else f"{subject}:{role}", subject, role, folder), meta["base_model"]))
-        bases = [base for _, base in found]
-        base = max(set(bases), key=bases.count) if bases else workspace.config().model.base
-        for served, own in found:
-            if own != base:
-                refused.append(f"{served.id}: its adapter {served.adapter} was trained on {own}, not on {base}, the base being served")
-        found = [served for served, own in found if own == base]
+        base, found, refused = find_adapters(workspace, subjects)
         model = load_model(base, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32, say=say)
+        if torch.cuda.is_available():
+            model = model.to("cuda")
         tokenizer = load_tokenizer(base, say=say)
         models = {}
         for served in found:
@@ -95,67 +72,61 @@ class Backend:
         name = Path(base).name if Path(base).is_dir() else base
         models[name] = Served(name, None, None, None)
         model.eval()
-        return cls(base=base, model=model, tokenizer=tokenizer, models=models, refused=refused)
+        from peft import PeftModel
+
+        scheduler = Scheduler(model, tokenizer, stop_ids(model, tokenizer), max_batch=max_batch, mixed=isinstance(model, PeftModel))
+        return cls(base=base, model=model, tokenizer=tokenizer, models=models, scheduler=scheduler, workspace=workspace, refused=refused)
 
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
 
     def generate(self, served: Served, prompt: list[int], *, max_tokens: int, temperature: float | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
-                 cancelled: Callable[[], bool] = lambda: False) -> Output:
-        """One reply, greedy unless temperature > 0; `on_text` gets it piece by piece; `cancelled()` stops it at the next token."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+                 cancelled: Callable[[], bool] = lambda: False, messages: list[dict] | None = None) -> Output:
+        """One reply, greedy unless temperature > 0, decoded in the running batch; `on_text` gets it piece by piece (from the
+        batcher's thread); `cancelled()` ends it at the next step. Blocks until it ends: callers run it in a worker thread."""
+        job = Job(prompt=prompt, adapter=served.id if served.adapter else None, max_tokens=max_tokens, temperature=temperature,
+                  top_p=top_p, seed=seed, stop=list(stop or []), on_text=on_text, cancelled=cancelled)
+        return self.scheduler.submit(job).wait()
 
-        from ..infer.generate import REPETITION_PENALTY, stop_ids, until_stop
+    def metrics(self) -> dict:
+        """Requests and tokens per model id, the batch now and the decoding steps so far."""
+        names = {(served.id if served.adapter else BASE_ADAPTER): served.id for served in self.models.values()}
+        sched = self.scheduler
+        return {"engine": "local", "running": len(sched.running), "peak_batch": sched.peak, "waiting": len(sched.waiting),
+                "steps": sched.steps, "row_steps": sched.row_steps,
+                "uptime_s": time.monotonic() - sched.started,
+                "models": {names.get(key, key): dict(counts) for key, counts in list(sched.counts.items())}}
 
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancelled(), dtype=torch.bool, device=input_ids.device)
+    def close(self) -> None:
+        self.scheduler.close()
 
-        stops = stop_ids(self.model, self.tokenizer)
-        ids = torch.tensor([prompt], device=self.model.device)
-        sampling = bool(temperature and temperature > 0)
-        kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "max_new_tokens": max_tokens, "do_sample": sampling,
-                  "repetition_penalty": REPETITION_PENALTY, "eos_token_id": sorted(stops),
-                  "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(stops),
-                  "stopping_criteria": StoppingCriteriaList([Cancelled()]),
-                  "temperature": temperature if sampling else None, "top_p": top_p if sampling else None, "top_k": None}
-        if stop:
-            kwargs.update(stop_strings=stop, tokenizer=self.tokenizer)
-        if self.models and any(s.adapter for s in self.models.values()):
-            kwargs["adapter_names"] = [served.id if served.adapter else BASE_ADAPTER]
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None
-        if seed is not None:
-            torch.manual_seed(seed)
-        result: dict = {}
 
-        def run():
+def find_adapters(workspace: Workspace, subjects: list[str]) -> tuple[str, list[Served], list[str]]:
+    """(the base model, the servable adapters on it, one line per refused one), chosen as Backend.load chooses them.
+
+    Each subject's newest adapter per role; one of another subject or role, or with unreadable metadata, is refused;
+    the base is the one most adapters were trained on (else the workspace's), and adapters of any other base are refused.
+    """
+    found, refused = [], []
+    for subject in subjects:
+        for role in runs.ROLES:
+            folder = runs.latest_adapter(workspace, subject, role)
+            if folder is None:
+                continue
             try:
-                with torch.no_grad():
-                    result["output"] = self.model.generate(**kwargs, streamer=streamer)
-            except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
-                result["error"] = err
-                if streamer is not None:
-                    streamer.end()
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        if streamer is not None:
-            for piece in streamer:
-                if piece:
-                    on_text(piece)
-        worker.join()
-        if "error" in result:
-            raise result["error"]
-        new = result["output"][0, len(prompt):].tolist()
-        kept, stopped = until_stop(new, stops)
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        if stop:
-            cut = min((text.find(s) for s in stop if s in text), default=-1)
-            text = text[:cut] if cut >= 0 else text
-        finish = "length" if not stopped and len(new) >= max_tokens and not (stop and cut >= 0) else "stop"
-        return Output(text=text, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(kept))
+                meta = runs.read_meta(folder)
+                runs.check_bound(meta, subject, role, f"the adapter {folder}", f"serve {subject} with it")
+            except TutorError as err:
+                refused.append(str(err))
+                continue
+            found.append((Served(subject if role == "answer" else f"{subject}:{role}", subject, role, folder), meta["base_model"]))
+    bases = [base for _, base in found]
+    base = max(set(bases), key=bases.count) if bases else workspace.config().model.base
+    for served, own in found:
+        if own != base:
+            refused.append(f"{served.id}: its adapter {served.adapter} was trained on {own}, not on {base}, the base being served")
+    return base, [served for served, own in found if own == base], refused
 
 
 def _with_adapter(model, served: Served):
