@@ -51,3 +51,12 @@ def test_scaffolded_plugin_is_discovered_and_valid(venv):
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["mcq", "short"]
     assert "ok: 2 questions" in sh(venv / "tutor", "--subject", "newsubj", "bank", "validate")
     assert "newsubj" in sh(venv / "tutor", "subjects")
+
+
+def test_wheel_ships_the_web_page_and_its_vendored_libraries_with_their_licences(venv):
+    static = Path(sh(venv / "python", "-c", "from tutor.serve.web import STATIC; print(STATIC)").strip())
+    assert "site-packages/tutor/serve/static" in str(static)
+    for name in ("index.html", "app.js", "style.css", "vendor/VERSIONS.md", "vendor/katex/katex.min.js", "vendor/katex/LICENSE",
+                 "vendor/marked/marked.umd.js", "vendor/marked/LICENSE", "vendor/dompurify/purify.min.js", "vendor/dompurify/LICENSE"):
+        assert (static / name).is_file(), name
+    assert "https://" not in (static / "index.html").read_text(encoding="utf-8")  # no CDN

@@ -6,7 +6,6 @@ or none, shows. The tiny model writes nonsense; replies are compared exactly.
 """
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from tutor import runs
+from serving import random_adapter, running, tiny_workspace
 from tutor.config import ServeConfig
 from tutor.workspace import Workspace
 
@@ -22,52 +21,21 @@ KEY = "test-key-1"
 PROMPT = [{"role": "user", "content": "What is the unit of force?"}]
 
 
-def random_adapter(workspace, tiny_model, subject: str, seed: int):
-    """A finished answer-role run of `subject` with random LoRA weights on the tiny model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    with torch.no_grad():
-        for name, weights in model.named_parameters():
-            if "lora_" in name:
-                weights.normal_(0, 0.5)
-    run = runs.make_run(runs.adapters_dir(workspace, subject, "answer"), runs.run_name("sft"))
-    model.save_pretrained(run)
-    runs.write_meta(run / runs.RUN_META, {"method": "sft"})
-    runs.write_meta(run / runs.ADAPTER_META, {"subject": subject, "role": "answer", "base_model": str(tiny_model)})
-    return run
-
-
 @pytest.fixture(scope="module")
 def served(tiny_model, tmp_path_factory):
     """A running server: physics and chemistry adapters, a corrupt economics one; max_tokens capped at 12, a queue of 2."""
-    import uvicorn
     from tutor.serve.app import create_app
     from tutor.serve.backend import Backend
 
-    root = tmp_path_factory.mktemp("serve-ws")
-    (root / "tutor.toml").write_text(f'[model]\nbase = "{tiny_model}"\n', encoding="utf-8")
-    workspace = Workspace(root)
+    workspace = tiny_workspace(tmp_path_factory.mktemp("serve-ws"), tiny_model)
     random_adapter(workspace, tiny_model, "physics", 1)
     random_adapter(workspace, tiny_model, "chemistry", 2)
     broken = random_adapter(workspace, tiny_model, "economics", 3)
     (broken / "adapter_config.json").write_text("{not json", encoding="utf-8")
     backend = Backend.load(workspace, ["physics", "chemistry", "economics"], say=lambda _: None)
     settings = ServeConfig(port=0, max_tokens=12, queue=2, max_messages=4)
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, settings, [KEY]), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield backend, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with running(create_app(backend, settings, [KEY])) as url:
+        yield backend, url
 
 
 def http(method: str, url: str, body: str | dict | None = None, key: str | None = KEY) -> tuple[int, str]:
@@ -180,18 +148,24 @@ def test_past_the_queue_requests_get_429_and_the_rest_complete(served, monkeypat
 
 
 def test_no_cross_talk_greedy_replies_in_a_mixed_batch_are_the_solo_replies(served):
-    """Physics, chemistry and the base decode in one batch, joining at different steps: each reply is token for token its solo run."""
+    """Physics, chemistry and the base decode in one batch, joining at different steps, half of them after a shared system
+    prompt (prefilled once per adapter, then copied): each reply is token for token its solo run."""
     backend, _ = served
+    system = {"role": "system", "content": "You are an A-Level physics tutor. Answer to full marks, with units and working."}
     questions = ["What is the unit of force?", "State Newton's second law of motion in words and as an equation.",
                  "Define specific heat capacity.", "Why does a ball thrown upwards slow down?"]
-    work = [(model, question) for question in questions for model in backend.models]  # 12 requests, 3 models
-    prompts = [backend.prompt_tokens([{"role": "user", "content": q}]) for _, q in work]
+    conversations = [[{"role": "user", "content": q}] for q in questions] + [[system, {"role": "user", "content": q}] for q in questions]
+    work = [(model, messages) for messages in conversations for model in backend.models]  # 24 requests, 3 models
+    prompts = [backend.prompt_tokens(messages) for _, messages in work]
 
     def ask(n: int):
-        return backend.generate(backend.models[work[n][0]], prompts[n], max_tokens=24)
+        return backend.generate(backend.models[work[n][0]], prompts[n], messages=work[n][1], max_tokens=24)
 
+    hits = backend.scheduler.prefix_hits
     solo = [ask(n) for n in range(len(work))]
-    assert len({out.text for out in solo}) > len(questions)  # the models do answer differently
+    assert len({out.text for out in solo}) > len(conversations)  # the models do answer differently
+    assert backend.scheduler.prefix_hits > hits  # the system prompt was reused
+    assert [ask(n) for n in range(len(work) - 3, len(work))] == solo[-3:]  # and a reused prefix changes nothing
     peak_before = backend.scheduler.peak
     with ThreadPoolExecutor(len(work)) as pool:
         futures = []
@@ -200,8 +174,8 @@ def test_no_cross_talk_greedy_replies_in_a_mixed_batch_are_the_solo_replies(serv
             time.sleep(0.003 * (n % 4))  # some join a running batch mid-way
         mixed = [future.result(timeout=120) for future in futures]
     assert backend.scheduler.peak >= 3 or peak_before >= 3  # they did share steps
-    for (model, question), alone, together in zip(work, solo, mixed):
-        assert together == alone, f"{model} on {question!r}"
+    for (model, messages), alone, together in zip(work, solo, mixed):
+        assert together == alone, f"{model} on {messages[-1]['content']!r}"
 
 
 def test_a_client_gone_mid_stream_frees_its_slot_and_the_server_goes_on(served, monkeypatch):
@@ -240,7 +214,6 @@ def test_a_client_gone_mid_stream_frees_its_slot_and_the_server_goes_on(served, 
 
 
 def test_a_hundred_clients_over_a_queue_of_16_get_429_or_a_reply_and_nothing_hangs(served, monkeypatch):
-    import uvicorn
     from tutor.serve.app import create_app
 
     backend, _ = served
@@ -252,14 +225,7 @@ def test_a_hundred_clients_over_a_queue_of_16_get_429_or_a_reply_and_nothing_han
 
     monkeypatch.setattr(backend.scheduler, "_step", slow_step)
     settings = ServeConfig(port=0, max_tokens=6, queue=16)
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, settings, [KEY]), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    try:
+    with running(create_app(backend, settings, [KEY])) as url:
         def ask(n):
             return http("POST", f"{url}/v1/chat/completions", {"model": ["physics", "chemistry"][n % 2], "messages": PROMPT})
 
@@ -270,9 +236,6 @@ def test_a_hundred_clients_over_a_queue_of_16_get_429_or_a_reply_and_nothing_han
         assert all(json.loads(body)["choices"][0]["finish_reason"] in ("stop", "length") for status, body in outcomes if status == 200)
         assert json.loads(http("GET", f"{url}/health")[1])["waiting"] == 0
         assert not backend.scheduler.running and not backend.scheduler.waiting
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # --- the tutor modes, diagrams and metrics ------------------------------------------------------
@@ -366,3 +329,29 @@ def test_metrics_count_requests_and_tokens_per_model(served):
     assert status == 200 and metrics["queue"] == 2 and metrics["waiting"] == 0
     assert metrics["models"]["chemistry"]["requests"] >= 1 and metrics["models"]["chemistry"]["completion_tokens"] >= 1
     assert http("GET", f"{url}/metrics", key=None)[0] == 401
+
+
+def test_stacked_lora_gives_each_row_what_peft_gives_it(tiny_model, tmp_path):
+    """The server's per-row LoRA against peft's own mixed batch: the same logits for each adapter and for the base."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from tutor.serve.lora import StackedLora
+
+    workspace = Workspace(tmp_path)
+    first, second = random_adapter(workspace, tiny_model, "physics", 5), random_adapter(workspace, tiny_model, "chemistry", 6)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(first), adapter_name="physics")
+    model.load_adapter(str(second), adapter_name="chemistry")
+    model.eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7]] * 3)
+    rows = ["physics", "__base__", "chemistry"]
+    with torch.no_grad():
+        expected = model(input_ids=ids, adapter_names=rows).logits
+        stack = StackedLora(model, ["physics", "chemistry"])
+        stack.select(["physics", None, "chemistry"])
+        got = model(input_ids=ids).logits
+        stack.select([None, None, None])
+        base = model(input_ids=ids[:1]).logits
+    assert not torch.allclose(expected[0], expected[1]) and not torch.allclose(expected[0], expected[2])  # three different models
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(base[0], expected[1], rtol=1e-5, atol=1e-5)

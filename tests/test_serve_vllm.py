@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from openai_server import TeacherServer, _Handler, default_reply, error, ok
+from serving import running
 from tutor import runs
 from tutor.errors import TutorError
 from tutor.eval.vllm import BASE, free_port
@@ -293,21 +294,12 @@ def test_concurrent_requests_stream_side_by_side(upstream):
 def test_tutor_serve_engine_vllm_puts_keys_limits_and_the_tutor_api_in_front_of_vllm(workspace, tiny_model, fake_vllm):
     """The whole front: tutor's app (keys, /v1/models, chat completions, the web page) over a VllmBackend and the stand-in."""
     import openai
-    import uvicorn
     from tutor.config import ServeConfig
     from tutor.serve.app import create_app
 
     adapter(workspace, "physics", str(tiny_model))
     with VllmBackend.load(workspace, ["physics"], say=quiet) as backend:
-        server = uvicorn.Server(uvicorn.Config(create_app(backend, ServeConfig(port=0), ["k"]), host="127.0.0.1", port=0,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        try:
+        with running(create_app(backend, ServeConfig(port=0), ["k"])) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=60)
             assert [m.id for m in client.models.list().data] == ["physics", tiny_model.name]
             reply = client.chat.completions.create(model="physics", messages=ASK, max_tokens=40)
@@ -319,6 +311,9 @@ def test_tutor_serve_engine_vllm_puts_keys_limits_and_the_tutor_api_in_front_of_
                 openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
             with urllib.request.urlopen(f"{url}/health", timeout=30) as response:
                 assert json.loads(response.read())["status"] == "ok"
-        finally:
-            server.should_exit = True
-            thread.join(10)
+            with urllib.request.urlopen(f"{url}/", timeout=30) as response:  # the web page, needing no key
+                assert b"<html" in response.read().lower()
+            request = urllib.request.Request(f"{url}/metrics", headers={"Authorization": "Bearer k"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                metrics = json.loads(response.read())
+            assert metrics["engine"] == "vllm" and metrics["models"]["physics"]["requests"] == 1

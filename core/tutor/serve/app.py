@@ -68,6 +68,7 @@ class ChatRequest(Model):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM's extension: run to max_tokens (what throughput benchmarks ask for)
     n: int = Field(default=1, ge=1, le=1)
     user: str | None = None
 
@@ -194,6 +195,8 @@ def create_app(backend: Backend, settings: ServeConfig, keys: list[str]):
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         options = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "stop": stop}
+        if req.ignore_eos:
+            options["ignore_eos"] = True
         gone = {"cancelled": False}
 
         def work(on_text, cancelled):

@@ -74,7 +74,16 @@ class Backend:
         model.eval()
         from peft import PeftModel
 
-        scheduler = Scheduler(model, tokenizer, stop_ids(model, tokenizer), max_batch=max_batch, mixed=isinstance(model, PeftModel))
+        from .lora import StackedLora, Unstackable
+
+        lora = None
+        if isinstance(model, PeftModel):
+            try:
+                lora = StackedLora(model, [name for name, served in models.items() if served.adapter])
+            except Unstackable as why:
+                say(f"mixed-adapter batches through peft's adapter_names ({why})")
+        scheduler = Scheduler(model, tokenizer, stop_ids(model, tokenizer), max_batch=max_batch, mixed=isinstance(model, PeftModel),
+                              lora=lora)
         return cls(base=base, model=model, tokenizer=tokenizer, models=models, scheduler=scheduler, workspace=workspace, refused=refused)
 
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
@@ -82,19 +91,30 @@ class Backend:
 
     def generate(self, served: Served, prompt: list[int], *, max_tokens: int, temperature: float | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
-                 cancelled: Callable[[], bool] = lambda: False, messages: list[dict] | None = None) -> Output:
+                 cancelled: Callable[[], bool] = lambda: False, messages: list[dict] | None = None, ignore_eos: bool = False) -> Output:
         """One reply, greedy unless temperature > 0, decoded in the running batch; `on_text` gets it piece by piece (from the
         batcher's thread); `cancelled()` ends it at the next step. Blocks until it ends: callers run it in a worker thread."""
         job = Job(prompt=prompt, adapter=served.id if served.adapter else None, max_tokens=max_tokens, temperature=temperature,
-                  top_p=top_p, seed=seed, stop=list(stop or []), on_text=on_text, cancelled=cancelled)
+                  top_p=top_p, seed=seed, stop=list(stop or []), on_text=on_text, cancelled=cancelled, ignore_eos=ignore_eos,
+                  prefix=self.shared_prefix(messages, prompt))
         return self.scheduler.submit(job).wait()
+
+    def shared_prefix(self, messages: list[dict] | None, prompt: list[int]) -> int:
+        """How many leading tokens of `prompt` are its system message, as the chat template writes it (0: none, or unknown)."""
+        if not messages or messages[0].get("role") != "system" or len(messages) < 2:
+            return 0
+        try:
+            system = self.tokenizer.apply_chat_template(messages[:1], tokenize=True, return_dict=False)
+        except Exception:  # noqa: BLE001 - a template that cannot render a system message alone: no sharing
+            return 0
+        return len(system) if prompt[:len(system)] == system else 0
 
     def metrics(self) -> dict:
         """Requests and tokens per model id, the batch now and the decoding steps so far."""
         names = {(served.id if served.adapter else BASE_ADAPTER): served.id for served in self.models.values()}
         sched = self.scheduler
         return {"engine": "local", "running": len(sched.running), "peak_batch": sched.peak, "waiting": len(sched.waiting),
-                "steps": sched.steps, "row_steps": sched.row_steps,
+                "steps": sched.steps, "row_steps": sched.row_steps, "prefix_hits": sched.prefix_hits,
                 "uptime_s": time.monotonic() - sched.started,
                 "models": {names.get(key, key): dict(counts) for key, counts in list(sched.counts.items())}}
 

@@ -133,7 +133,7 @@ class VllmBackend:
 
     def generate(self, served: Served, prompt: list[int], *, max_tokens: int, temperature: float | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
-                 cancelled: Callable[[], bool] = lambda: False, messages: list[dict] | None = None) -> Output:
+                 cancelled: Callable[[], bool] = lambda: False, messages: list[dict] | None = None, ignore_eos: bool = False) -> Output:
         """One reply from vLLM, greedy unless temperature > 0; `on_text` gets it piece by piece; `cancelled()` closes the
         upstream stream at the next chunk (vLLM then aborts the request). Blocks until it ends: callers run it in a worker thread.
 
@@ -149,6 +149,8 @@ class VllmBackend:
         sampling = bool(temperature and temperature > 0)
         request = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature if sampling else 0,
                    "stream": True, "stream_options": {"include_usage": True}, "extra_body": {"repetition_penalty": REPETITION_PENALTY}}
+        if ignore_eos:
+            request["extra_body"]["ignore_eos"] = True
         if sampling and top_p is not None:
             request["top_p"] = top_p
         if seed is not None:
