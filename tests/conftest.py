@@ -77,6 +77,16 @@ def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="session")
+def tiny_smol_model(tmp_path_factory):
+    """A tiny random Llama with SmolLM2's own tokenizer: llama.cpp's GGUF converter accepts it (see tiny_model.py)."""
+    from tiny_model import build_tiny_smol_model
+    from tutor.basemodels import resolve
+    from tutor.config import ModelConfig
+
+    return build_tiny_smol_model(tmp_path_factory.mktemp("tiny-smol"), resolve(ModelConfig().base, say=lambda _: None).location)
+
+
 @pytest.fixture
 def clean_teacher_env(monkeypatch):
     """No teacher or API settings from the environment of whoever runs the tests."""

@@ -9,7 +9,7 @@ import time
 from tutor import runs
 
 
-def random_adapter(workspace, tiny_model, subject: str, seed: int):
+def random_adapter(workspace, tiny_model, subject: str, seed: int, scale: float = 0.5):
     """A finished answer-role run of `subject` with random LoRA weights on the tiny model: each subject answers differently
     from the base and from the others, so a request that reached the wrong adapter, or none, shows."""
     import torch
@@ -22,7 +22,7 @@ def random_adapter(workspace, tiny_model, subject: str, seed: int):
     with torch.no_grad():
         for name, weights in model.named_parameters():
             if "lora_" in name:
-                weights.normal_(0, 0.5)
+                weights.normal_(0, scale)
     run = runs.make_run(runs.adapters_dir(workspace, subject, "answer"), runs.run_name("sft"))
     model.save_pretrained(run)
     runs.write_meta(run / runs.RUN_META, {"method": "sft"})

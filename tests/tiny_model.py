@@ -37,3 +37,32 @@ def build_tiny_model(folder: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_smol_model(folder: Path, tokenizer_source: str | Path, initializer_range: float = 0.2) -> Path:
+    """A tiny random Llama with SmolLM2-135M's own tokenizer, chat template and token ids, in `folder`.
+
+    For tests that need llama.cpp's GGUF converter to accept the model: it recognises a tokenizer by the hash
+    of how it pre-tokenizes, so the custom BPE of `build_tiny_model` would be refused. `tokenizer_source` is a
+    folder holding SmolLM2's tokenizer (the embedded model's: tutor.basemodels.resolve().location). Its weights
+    are drawn ten times wider than transformers' default (initializer_range 0.2), so greedy continuations vary
+    from token to token instead of repeating one: a round trip that changes the weights shows.
+    """
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    source = json.loads((Path(tokenizer_source) / "config.json").read_text()) if (Path(tokenizer_source) / "config.json").is_file() else {}
+    ids = {key: source.get(key, getattr(tokenizer, key, None)) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=source.get("tie_word_embeddings", True),
+                         rms_norm_eps=1e-5, initializer_range=initializer_range, **ids)
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(**ids)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

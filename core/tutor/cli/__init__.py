@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import TutorError, ValidationFailed
 from ..workspace import default_root
-from . import bank, collect, dataset, diagram, evaluate, info, models, modes, plugin, prompts, serve, teach, train
+from . import bank, collect, dataset, diagram, evaluate, export, info, models, modes, plugin, prompts, serve, teach, train
 from ._common import State
 
 
@@ -98,7 +98,7 @@ def cli(ctx, subject, workspace):
     """Turn exam question banks into subject tutor models.
 
     \b
-    Pipeline: collect -> teach -> diagrams -> dataset -> train -> eval
+    Pipeline: collect -> teach -> diagrams -> dataset -> train -> eval -> export
     Tutor: answer (ask), explain, set, mark, plan
     Start with `tutor subjects`, then `tutor --subject physics types`.
     """
@@ -108,7 +108,7 @@ def cli(ctx, subject, workspace):
 for command in (info.subjects, info.plugins, info.types, info.formats, info.evaluators, info.rewards, info.config, bank.bank,
                 prompts.prompts, collect.collect,
                 diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, evaluate.eval_, modes.answer, modes.explain,
-                modes.set_, modes.mark, modes.plan, serve.serve, plugin.plugin):
+                modes.set_, modes.mark, modes.plan, serve.serve, export.export, plugin.plugin):
     cli.add_command(command)
 cli.add_command(modes.answer, "ask")  # the name answer had before the tutor's other modes came
 
