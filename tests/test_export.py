@@ -65,6 +65,17 @@ def test_all_four_formats_pass_the_contract_check_and_the_round_trip(workspace, 
     assert done.ollama_command == f"ollama create tutor-physics -f {to / 'gguf' / 'Modelfile'}"
 
 
+def test_the_lora_only_ollama_variant_is_a_base_gguf_an_adapter_gguf_and_a_checked_modelfile(workspace, tmp_path):
+    from tutor import gguf_tools, ollama
+
+    done = export(workspace, "physics", tmp_path / "out", ["ollama-lora"], quants=["q8_0"], say=lambda _: None)
+    gguf = done.folder / "gguf"
+    assert gguf_tools.gguf_metadata(gguf / "physics-lora-f16.gguf")["type"] == "adapter"
+    commands = ollama.parse_modelfile((gguf / "Modelfile.lora").read_text(encoding="utf-8"))
+    assert ("model", "./base-f16.gguf") in commands and ("adapter", "./physics-lora-f16.gguf") in commands
+    assert "Modelfile.lora" in done.contract["templates"]["formats_checked"] and done.contract["templates"]["problems"] == []
+
+
 def test_an_existing_export_is_kept_without_overwrite_and_a_failure_leaves_nothing(workspace, tmp_path, monkeypatch):
     to = tmp_path / "out"
     export(workspace, "physics", to, ["peft"], say=lambda _: None)
@@ -115,10 +126,45 @@ def test_the_gate_refuses_an_adapter_its_eval_found_worse_unless_forced(workspac
     assert "| mark-points |" in (done.folder / "README.md").read_text(encoding="utf-8")
 
 
+def test_push_uploads_the_export_but_its_logs_and_needs_a_token_first(workspace, tmp_path, monkeypatch):
+    """The upload plan against a stand-in for huggingface_hub's HfApi: nothing reaches the network."""
+    from tutor.export import hub_token, push, push_plan
+
+    done = export(workspace, "physics", tmp_path / "out", ["peft"], say=lambda _: None)
+    (done.folder / "logs").mkdir()
+    (done.folder / "logs" / "x.gguf.log").write_text("converter output", encoding="utf-8")
+    calls = []
+
+    class StandIn:
+        def create_repo(self, repo, **kwargs):
+            calls.append(("create_repo", repo, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+
+    url = push(done.folder, "school/tutor-physics", "token", api=StandIn(), say=lambda _: None)
+    assert url == "https://huggingface.co/school/tutor-physics"
+    assert calls[0] == ("create_repo", "school/tutor-physics", {"private": True, "exist_ok": True})
+    assert calls[1][2]["folder_path"] == str(done.folder) and calls[1][2]["ignore_patterns"] == ["logs/*"]
+    plan = push_plan(done.folder)
+    assert "README.md" in plan and "contract.json" in plan and "peft/adapter_model.safetensors" in plan
+    assert not any(name.startswith("logs/") for name in plan)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf-home"))  # no token saved by `hf auth login` either
+    with pytest.raises(TutorError, match="needs a Hugging Face token: set HF_TOKEN"):
+        hub_token("school/tutor-physics")
+    with pytest.raises(TutorError, match="give a hub repository as owner/name"):
+        hub_token("../etc")
+    code, out = invoke("--subject", "physics", "export", "--to", str(tmp_path / "never"), "--format", "peft", "--push", "school/x",
+                       workspace=workspace.root)
+    assert code != 0 and "needs a Hugging Face token" in out and not (tmp_path / "never").exists()  # refused before any work
+
+
 def test_formats_are_checked_and_ollama_brings_its_gguf():
     assert parse_formats("ollama") == ["gguf", "ollama"]
     assert parse_formats("merged, peft") == ["peft", "merged"]
-    with pytest.raises(TutorError, match="unknown export format 'onnx'; valid: gguf, merged, ollama, peft"):
+    assert parse_formats("ollama-lora") == ["gguf", "ollama", "ollama-lora"]
+    with pytest.raises(TutorError, match="unknown export format 'onnx'; valid: gguf, merged, ollama, ollama-lora, peft"):
         parse_formats("onnx")
 
 
@@ -128,7 +174,7 @@ def test_the_command_line_prints_sizes_round_trip_and_the_ollama_command(workspa
     assert code == 0, out
     assert "round trip gguf-q8_0: " in out and "next: ollama create tutor-physics -f " in out
     code, out = invoke("--subject", "physics", "export", "--format", "onnx", workspace=workspace.root)
-    assert code != 0 and out.strip().splitlines()[-1].endswith("valid: gguf, merged, ollama, peft")
+    assert code != 0 and out.strip().splitlines()[-1].endswith("valid: gguf, merged, ollama, ollama-lora, peft")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ a crash or a full disk never leaves a half export under that name):
     merged/                     base + adapter merged: safetensors, tokenizer, chat template, generation_config.json
     gguf/<subject>-f16.gguf     llama.cpp's own converter (gguf_tools), f16 and q8_0
     gguf/Modelfile              Ollama: FROM, TEMPLATE, every stop token, SYSTEM, sampling
+    gguf/Modelfile.lora         (ollama-lora) FROM base-f16.gguf + ADAPTER <subject>-lora-f16.gguf: one base for every subject
     contract.json               what the contract check compared, and the round-trip figures
 
 The contract check blocks the export when the exported model would talk
@@ -44,7 +45,7 @@ from . import runs
 from .errors import TutorError
 from .workspace import Workspace
 
-FORMATS = ("peft", "merged", "gguf", "ollama")
+FORMATS = ("peft", "merged", "gguf", "ollama", "ollama-lora")
 QUANTS = ("f16", "q8_0")
 ROUND_TRIP_TOKENS = 20
 Q8_AGREEMENT = 0.95
@@ -63,6 +64,47 @@ class Exported:
     ollama_command: str | None = None
 
 
+PUSH_IGNORED = ["logs/*"]  # the converter's logs stay local
+REPO_ID = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+def hub_token(repo: str) -> str:
+    """The Hugging Face token for --push (HF_TOKEN, or the one `hf auth login` saved), checked before any work is done."""
+    import re
+
+    if not re.fullmatch(REPO_ID, repo):
+        raise TutorError(f"--push {repo!r}: give a hub repository as owner/name")
+    from huggingface_hub import get_token
+
+    token = os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise TutorError(f"--push {repo} needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    return token
+
+
+def push_plan(folder: Path) -> list[str]:
+    """The files --push uploads, relative to the export folder: everything but PUSH_IGNORED."""
+    import fnmatch
+
+    files = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
+    return [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in PUSH_IGNORED)]
+
+
+def push(folder: Path, repo: str, token: str, *, private: bool = True, api=None, say: Callable[[str], None] = print) -> str:
+    """Upload the export to the hub (a private repository unless told otherwise) in one commit; its URL. `api`: an HfApi,
+    or a stand-in with its create_repo and upload_folder (the tests')."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    plan = push_plan(folder)
+    say(f"uploading {len(plan)} files ({sum((Path(folder) / f).stat().st_size for f in plan) / 1e6:.0f} MB) to {repo}")
+    api.create_repo(repo, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=str(folder), ignore_patterns=PUSH_IGNORED,
+                      commit_message=f"tutor export of {Path(folder).name}")
+    return f"https://huggingface.co/{repo}"
+
+
 def parse_formats(text: str) -> list[str]:
     from .errors import UnknownName
 
@@ -72,6 +114,8 @@ def parse_formats(text: str) -> list[str]:
             raise UnknownName("export format", name, FORMATS)
     if "ollama" in chosen and "gguf" not in chosen:
         chosen.insert(chosen.index("ollama"), "gguf")  # the Modelfile's FROM is the GGUF
+    if "ollama-lora" in chosen and "ollama" not in chosen:
+        chosen += ["gguf", "ollama"]  # its contract is checked against the merged GGUF's
     return sorted(set(chosen), key=FORMATS.index)
 
 
@@ -117,6 +161,7 @@ def export(workspace: Workspace, subject: str, to: Path, formats: list[str], *, 
     from .registry import get_subject
 
     kit = get_subject(subject)
+    formats = parse_formats(",".join(formats))
     folder, meta = find_adapter(workspace, subject, adapter)
     reasons, eval_run = gate_reasons(workspace, subject, folder)
     if reasons and not force:
@@ -216,6 +261,10 @@ def _build(kit, workspace: Workspace, folder: Path, meta: dict, out: Path, forma
         started = time.perf_counter()
         result.files["ollama"] = [_modelfile(kit, workspace, out / "gguf", trained_tokenizer, result)]
         result.seconds["ollama"] = time.perf_counter() - started
+    if "ollama-lora" in formats:
+        started = time.perf_counter()
+        result.files["ollama-lora"] = _lora_modelfile(kit, workspace, folder, base, out, trained_tokenizer, say)
+        result.seconds["ollama-lora"] = time.perf_counter() - started
     result.contract["templates"] = _contract(kit, workspace, out, trained_tokenizer, formats)
     problems = _problems(result.contract)
     if problems:
@@ -320,14 +369,31 @@ def _system_prompt(kit, workspace: Workspace) -> str:
 def _modelfile(kit, workspace: Workspace, gguf_dir: Path, tokenizer, result: Exported) -> Path:
     from . import ollama
 
-    chosen = gguf_dir / f"{kit.name}-q8_0.gguf"
-    if not chosen.is_file():
-        chosen = next(iter(sorted(gguf_dir.glob("*.gguf"))))
+    made = result.files["gguf"]  # the merged model's GGUFs, one per --quant: q8_0 when there is one (near-lossless, half of f16)
+    chosen = next((p for p in made if p.name.endswith("-q8_0.gguf")), made[0])
     text = ollama.modelfile(chosen.name, tokenizer.chat_template, _eos_strings(tokenizer), _system_prompt(kit, workspace))
     path = gguf_dir / "Modelfile"
     path.write_text(text, encoding="utf-8")
     result.ollama_command = f"ollama create tutor-{kit.name} -f {path}"
     return path
+
+
+def _lora_modelfile(kit, workspace: Workspace, folder: Path, base: str, out: Path, tokenizer, say) -> list[Path]:
+    """The LoRA-only Ollama variant: the base as an f16 GGUF, the adapter as a GGUF adapter (convert_lora_to_gguf.py), and
+    Modelfile.lora with FROM the base and ADAPTER: one base GGUF serves every subject's small adapter."""
+    from . import gguf_tools, ollama
+    from .basemodels import resolve
+
+    location = Path(resolve(base, say=say).location)
+    gguf_dir = out / "gguf"
+    base_file = gguf_tools.convert(location, gguf_dir / "base-f16.gguf", "f16", log=out / "logs" / "base-f16.gguf.log", say=say)
+    adapter_file = gguf_tools.convert_lora(folder, location, gguf_dir / f"{kit.name}-lora-f16.gguf", "f16",
+                                           log=out / "logs" / f"{kit.name}-lora-f16.gguf.log", say=say)
+    text = ollama.modelfile(base_file.name, tokenizer.chat_template, _eos_strings(tokenizer), _system_prompt(kit, workspace),
+                            adapter=adapter_file.name)
+    path = gguf_dir / "Modelfile.lora"
+    path.write_text(text, encoding="utf-8")
+    return [base_file, adapter_file, path]
 
 
 def _eos_strings(tokenizer) -> list[str]:
@@ -360,6 +426,8 @@ def _contract(kit, workspace: Workspace, out: Path, trained, formats: list[str])
         from . import gguf_tools
 
         meta = gguf_tools.gguf_metadata(gguf)
+        if meta.get("type") == "adapter":  # a LoRA GGUF holds no tokenizer: its base GGUF's is checked
+            continue
         if meta.get("chat_template") != trained.chat_template:
             checks["problems"].append(f"{gguf.name}: its embedded chat template differs from the one used in training")
         adds_bos = bool(trained("x")["input_ids"][:1] == [trained.bos_token_id]) if trained.bos_token_id is not None else False
@@ -376,17 +444,19 @@ def _contract(kit, workspace: Workspace, out: Path, trained, formats: list[str])
             got = render(conversation)
             if got != want:
                 checks["problems"].append(f"{name}: golden conversation {n + 1} renders differently ({_first_difference(want, got)})")
-    modelfile = out / "gguf" / "Modelfile"
-    if "ollama" in formats and modelfile.is_file():
-        written = dict(ollama.parse_modelfile(modelfile.read_text(encoding="utf-8")))  # the file as Ollama will read it
+    for modelfile in (out / "gguf" / "Modelfile", out / "gguf" / "Modelfile.lora"):
+        if not modelfile.is_file():
+            continue
+        commands = ollama.parse_modelfile(modelfile.read_text(encoding="utf-8"))  # the file as Ollama will read it
+        written = dict(commands)
         family = ollama.template_family(trained.chat_template)
         for system in (None, written.get("system")):  # a conversation's own system message, and the Modelfile's SYSTEM
             found = ollama.check_contract(render_with(trained), written["template"], conversations, system, bos=ollama.runtime_bos(family))
-            checks["problems"] += [f"Modelfile: {p}" for p in found]
-        stops = [value for key, value in ollama.parse_modelfile(modelfile.read_text(encoding="utf-8")) if key == "stop"]
+            checks["problems"] += [f"{modelfile.name}: {p}" for p in found]
+        stops = [value for key, value in commands if key == "stop"]
         if trained.eos_token not in stops:
-            checks["problems"].append(f"Modelfile: no PARAMETER stop for the trained EOS {trained.eos_token!r} (it has {stops})")
-        checked.append("Modelfile")
+            checks["problems"].append(f"{modelfile.name}: no PARAMETER stop for the trained EOS {trained.eos_token!r} (it has {stops})")
+        checked.append(modelfile.name)
     checks["formats_checked"] = [*checked[:1], *renderers, *checked[1:]]
     return checks
 

@@ -19,16 +19,19 @@ from ._common import pass_state
 @click.option("--quant", "quants", default="f16,q8_0", show_default=True, help="GGUF types, comma-separated: f16, q8_0, bf16, f32.")
 @click.option("--overwrite", is_flag=True, help="Replace an export already in --to.")
 @click.option("--force", is_flag=True, help="Export even when the adapter's latest eval fails the gate (worse than its base).")
+@click.option("--push", "repo", metavar="OWNER/NAME", help="Then upload the export to this Hugging Face hub repository (HF_TOKEN).")
+@click.option("--public", is_flag=True, help="With --push: a public repository (default: private).")
 @pass_state
-def export(state, to, formats, adapter, quants, overwrite, force):
+def export(state, to, formats, adapter, quants, overwrite, force, repo, public):
     """Export the answer adapter for use elsewhere: peft (vLLM --lora-modules), merged (plain transformers),
     gguf (llama.cpp), ollama (a Modelfile). Every export runs the contract check (templates and stop tokens agree
     across formats; greedy round trip) and is refused if it fails."""
     from ..export import export as run_export
-    from ..export import parse_formats
+    from ..export import hub_token, parse_formats, push
 
     kit = state.kit()
     chosen = parse_formats(formats)
+    token = hub_token(repo) if repo else None  # before minutes of work: a push that cannot happen fails now
     target = to or state.workspace.root / "exports" / kit.name
     types = [q.strip() for q in quants.split(",") if q.strip()]
     done = run_export(state.workspace, kit.name, target, chosen, adapter=adapter, quants=types, overwrite=overwrite, force=force, say=say)
@@ -46,3 +49,5 @@ def export(state, to, formats, adapter, quants, overwrite, force):
     click.echo(f"exported to {done.folder}")
     if done.ollama_command:
         click.echo(f"next: {done.ollama_command}")
+    if repo:
+        click.echo(f"pushed: {push(done.folder, repo, token, private=not public, say=say)}")
