@@ -343,6 +343,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def record_bodies(monkeypatch) -> list[dict]:
+    """Every request's JSON body, appended to the list returned, for the rest of the test (the handler still answers it)."""
+    import io
+
+    bodies: list[dict] = []
+    post = _Handler.do_POST
+
+    def recording_post(handler):
+        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        bodies.append(json.loads(raw))
+        real, handler.rfile = handler.rfile, io.BytesIO(raw)  # the handler reads the body again
+        try:
+            post(handler)
+        finally:
+            handler.rfile = real
+
+    monkeypatch.setattr(_Handler, "do_POST", recording_post)
+    return bodies
+
+
 def _pieces(text: str, size: int = 400) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
 

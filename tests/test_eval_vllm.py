@@ -1,7 +1,6 @@
 """The vLLM engine without vLLM: the `vllm serve` command it builds, the chat requests it sends (to the
 test server of tests/openai_server.py, over real HTTP), and the server process it starts, waits for and stops."""
 
-import io
 import json
 import sys
 import threading
@@ -9,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from openai_server import TeacherServer, _Handler, error, hang, ok
+from openai_server import TeacherServer, error, hang, ok, record_bodies
 from tutor.errors import TutorError
 from tutor.eval import vllm
 from tutor.eval.vllm import BASE, VllmServer, free_port, generate_vllm, lora_rank, serve_command
@@ -60,19 +59,7 @@ def test_lora_rank_is_the_smallest_vllm_accepts_and_bad_adapters_are_one_line(tm
 @pytest.fixture
 def server(monkeypatch):
     """The test server, replying 'reply to <last message>', and keeping each request's JSON body in `server.bodies`."""
-    bodies = []
-    post = _Handler.do_POST
-
-    def recording_post(handler):
-        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
-        bodies.append(json.loads(raw))
-        real, handler.rfile = handler.rfile, io.BytesIO(raw)  # the handler reads the body again
-        try:
-            post(handler)
-        finally:
-            handler.rfile = real
-
-    monkeypatch.setattr(_Handler, "do_POST", recording_post)
+    bodies = record_bodies(monkeypatch)
     with TeacherServer(reply=lambda messages: f"reply to {messages[-1]['content']}") as running:
         running.bodies = bodies
         yield running

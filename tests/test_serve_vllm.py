@@ -6,7 +6,6 @@ the server on the port it was given, each reply starting "[<the model asked for>
 in-process where a test looks at the request bodies or at how a stream ended.
 """
 
-import io
 import json
 import os
 import stat
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from openai_server import TeacherServer, _Handler, default_reply, error, ok
+from openai_server import TeacherServer, default_reply, error, ok, record_bodies
 from serving import running
 from tutor import runs
 from tutor.errors import TutorError
@@ -186,19 +185,7 @@ def test_generation_streams_through_the_server_under_each_models_upstream_name(w
 @pytest.fixture
 def upstream(monkeypatch):
     """The test server in-process, keeping each request's JSON body in `upstream.bodies`."""
-    bodies = []
-    post = _Handler.do_POST
-
-    def recording_post(handler):
-        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
-        bodies.append(json.loads(raw))
-        real, handler.rfile = handler.rfile, io.BytesIO(raw)  # the handler reads the body again
-        try:
-            post(handler)
-        finally:
-            handler.rfile = real
-
-    monkeypatch.setattr(_Handler, "do_POST", recording_post)
+    bodies = record_bodies(monkeypatch)
     with TeacherServer(reply=lambda messages: "one two three four five six seven eight", piece_size=4) as running:
         running.bodies = bodies
         yield running

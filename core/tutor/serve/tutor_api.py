@@ -100,10 +100,18 @@ def picture_url(path: str | None) -> str | None:
 
 
 def public(result):
-    """A result as JSON, with each diagram's paths on this server replaced by its URL."""
+    """A mode's result as JSON, with each diagram's paths on this server replaced by its URL (a lone diagram also gets its
+    key); anything else (a dict, an error response) as it is."""
+    from ..infer.results import DiagramResult
+
+    if not hasattr(result, "model_dump"):
+        return result
     data = result.model_dump(mode="json")
     for drawn in data.get("diagrams", []):
         drawn["png"], drawn["svg"] = picture_url(drawn.get("png")), picture_url(drawn.get("svg"))
+    if isinstance(result, DiagramResult):
+        data["png"], data["svg"] = picture_url(result.png), picture_url(result.svg)
+        data["key"] = Path(result.png).parent.name if result.png else None
     return data
 
 
@@ -148,7 +156,7 @@ def add_routes(app, backend, settings, gate) -> None:
         if busy := gate.full():
             return busy
         try:
-            return await gate.run(lambda _on_text, cancelled: work(cancelled), gone or {"cancelled": False})
+            return public(await gate.run(lambda _on_text, cancelled: work(cancelled), gone or {"cancelled": False}))
         except TimeoutError:
             return gate.timed_out()
         except TutorError as err:
@@ -180,8 +188,7 @@ def add_routes(app, backend, settings, gate) -> None:
                 return getattr(tutor, mode)(body.text, question_id=body.question_id, diagrams=body.diagrams, on_text=on_text)
 
             if not body.stream:
-                answer = await run(lambda cancelled: work(None, cancelled), gone)
-                return answer if not hasattr(answer, "model_dump") else public(answer)
+                return await run(lambda cancelled: work(None, cancelled), gone)
             if busy := gate.full():
                 return busy
             return gate.events(work, gone, piece=lambda text: json.dumps({"delta": text}),
@@ -198,17 +205,15 @@ def add_routes(app, backend, settings, gate) -> None:
         body, problem = await parse(request, MarkBody)
         if problem:
             return problem
-        result = await run(lambda cancelled: tutor_for(body.subject, cancelled).mark(body.question_id, body.answer, student=body.student))
-        return public(result) if hasattr(result, "model_dump") else result
+        return await run(lambda cancelled: tutor_for(body.subject, cancelled).mark(body.question_id, body.answer, student=body.student))
 
     @app.post("/v1/tutor/set")
     async def set_questions(request: Request):
         body, problem = await parse(request, SetBody)
         if problem:
             return problem
-        result = await run(lambda cancelled: tutor_for(body.subject, cancelled).set_questions(body.type, topic=body.topic,
-                                                                                               count=body.count, gold=body.gold))
-        return public(result) if hasattr(result, "model_dump") else result
+        return await run(lambda cancelled: tutor_for(body.subject, cancelled).set_questions(body.type, topic=body.topic,
+                                                                                             count=body.count, gold=body.gold))
 
     @app.post("/v1/tutor/plan")
     async def plan(request: Request):
@@ -249,13 +254,7 @@ def add_routes(app, backend, settings, gate) -> None:
                                  png=str(rendering.png) if rendering.ok else None,
                                  error="" if rendering.ok else str(rendering.error))
 
-        result = await run(work)
-        if not hasattr(result, "model_dump"):
-            return result
-        data = public(result)
-        data["png"], data["svg"] = picture_url(result.png), picture_url(result.svg)
-        data["key"] = Path(result.png).parent.name if result.png else None
-        return data
+        return await run(work)
 
     @app.get("/v1/diagrams/{name}")
     async def picture(name: str):
