@@ -78,7 +78,10 @@ def test_the_lora_only_ollama_variant_is_a_base_gguf_an_adapter_gguf_and_a_check
 
 def test_an_existing_export_is_kept_without_overwrite_and_a_failure_leaves_nothing(workspace, tmp_path, monkeypatch):
     to = tmp_path / "out"
+    killed = tmp_path / ".out.partial-999999999"  # what an export killed with -9 left (no process has that pid)
+    (killed / "merged").mkdir(parents=True)
     export(workspace, "physics", to, ["peft"], say=lambda _: None)
+    assert not killed.exists()  # cleared by the next export
     with pytest.raises(TutorError, match="already holds an export: give --overwrite"):
         export(workspace, "physics", to, ["peft"], say=lambda _: None)
     from tutor import gguf_tools

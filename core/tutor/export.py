@@ -172,7 +172,7 @@ def export(workspace: Workspace, subject: str, to: Path, formats: list[str], *, 
     if to.exists() and any(to.iterdir()) and not overwrite:
         raise TutorError(f"{to} already holds an export: give --overwrite to replace it, or another --to")
     staging = to.parent / f".{to.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    _clear_stale(to)
     staging.mkdir(parents=True)
     result = Exported(folder=to)
     try:
@@ -196,6 +196,21 @@ def export(workspace: Workspace, subject: str, to: Path, formats: list[str], *, 
     if result.ollama_command:
         result.ollama_command = result.ollama_command.replace(str(staging), str(to))
     return result
+
+
+def _clear_stale(to: Path) -> None:
+    """Remove what an export killed mid-way (kill -9, power loss) left beside `to`: folders of processes no longer alive."""
+    for left in to.parent.glob(f".{to.name}.partial-*") if to.parent.is_dir() else []:
+        pid = left.name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+            alive = int(pid) != os.getpid()
+        except (ValueError, ProcessLookupError):
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def _build(kit, workspace: Workspace, folder: Path, meta: dict, out: Path, formats: list[str], quants, result: Exported, say) -> None:
