@@ -638,3 +638,33 @@ def test_pictures_are_named_by_question_and_description_never_twice_alike():
         "circuitikz-circuit-with-a-cell-1-5-v",
         "q3-diagram",
     ]
+
+
+def test_two_renderers_building_one_format_at_once_both_succeed(tmp_path, tikz, monkeypatch):
+    """`tutor run --all` compiles several subjects' diagrams in threads, each with its own Renderer on the shared cache.
+    Both used to stage the format in the same `.tmp` file: the second rename found it gone (FileNotFoundError)."""
+    import threading
+
+    both_copying = threading.Barrier(2, timeout=30)
+    copy = shutil.copyfileobj
+
+    def copy_together(source, sink, *args):  # hold each build at the copy until the other is there too
+        both_copying.wait()
+        return copy(source, sink, *args)
+
+    monkeypatch.setattr(tutor_diagrams.shutil, "copyfileobj", copy_together)
+    results, errors = [], []
+
+    def render(code):
+        try:
+            results.append(Renderer(tmp_path / "shared", Limits(timeout_s=30, cpu_s=30)).render(tikz, code))
+        except Exception as err:  # noqa: BLE001 - the test reports it
+            errors.append(err)
+
+    threads = [threading.Thread(target=render, args=(PICTURE.replace("$F$", f"$F_{i}$"),)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and [r.ok for r in results] == [True, True]
+    assert [p.name for p in (tmp_path / "shared" / "formats").iterdir() if p.suffix == ".tmp"] == []

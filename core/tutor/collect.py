@@ -333,6 +333,61 @@ def import_questions(kit: SubjectKit, records: Iterable[tuple[str, dict]], bank_
     return importer.report
 
 
+def import_file(kit: SubjectKit, bank_dir: Path, file: Path, mapping: Mapping, *, source: str | None = None,
+                encoding: str = "utf-8-sig", delimiter: str | None = None, near_threshold: float = 0.8,
+                progress: Callable[[], None] | None = None) -> ImportReport:
+    """Import one CSV or JSON Lines export (`source`: a question source's name; default by extension) into a bank folder."""
+    from .errors import UnknownName
+    from .registry import registry
+
+    sources = registry().sources
+    name = source or ("jsonl" if Path(file).suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
+    if name not in sources:
+        raise UnknownName("question source", name, list(sources))
+    options = {"encoding": encoding} | ({"delimiter": delimiter} if delimiter else {})
+    report = import_questions(kit, sources[name].fetch(str(file), **options), bank_dir, mapping, near_threshold, progress)
+    if report.read == 0:
+        raise TutorError(f"{file}: no records found")
+    return report
+
+
+@dataclass
+class ScrapeReport(ImportReport):
+    requests: int = 0
+    from_cache: int = 0
+
+
+def scrape_site(kit: SubjectKit, bank_dir: Path, cache_dir: Callable[[str], Path], site: Path, *, delay: float | None = None,
+                progress: Callable[[], None] | None = None) -> ScrapeReport:
+    """Scrape the site a TOML file describes into a bank folder; pages are cached under cache_dir(site name), so a re-run resumes."""
+    from dataclasses import asdict
+
+    from .errors import UnknownName
+    from .registry import registry
+    from .scrape import Session, SiteConfig
+
+    config = SiteConfig.load(site)
+    sources = registry().sources
+    if config.adapter not in sources:
+        raise UnknownName("question source", config.adapter, list(sources))
+    if delay is not None:
+        config = config.model_copy(update={"delay": delay})
+    session = Session(config, cache_dir(config.name))
+    mapping = Mapping.build(defaults=[f"{k}={v}" for k, v in config.defaults.items()])
+    try:
+        with Importer(kit, bank_dir, mapping) as importer:
+            for where, record in sources[config.adapter].fetch(config.start, session=session, images_dir=bank_dir / "images"):
+                importer.add(where, record)
+                if progress:
+                    progress()
+    except KeyboardInterrupt:
+        raise TutorError(f"interrupted after {session.requests} requests; everything collected is saved: "
+                         "run the same command to resume") from None
+    finally:
+        session.close()
+    return ScrapeReport(**asdict(importer.report), requests=session.requests, from_cache=session.from_cache)
+
+
 class Importer:
     """Adds records to a bank one at a time; `flush()` makes everything added so far durable.
 

@@ -136,7 +136,8 @@ class TrainConfig(Model):
     # LoRA SFT
     backend: Literal["auto", "peft", "unsloth"] = Field(default="auto", description="auto: Unsloth when a CUDA GPU and unsloth are "
                                                         "present, else peft + trl.")
-    epochs: float = Field(default=3.0, gt=0)
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the train split. One keeps the README's main job under "
+                          "15 minutes on 2 CPU cores without bf16; 2-3 suit a small bank when time allows.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps (wins over epochs).")
     max_minutes: float | None = Field(default=None, gt=0, description="Stop (and save) after this much training time.")
     batch_size: int = Field(default=4, ge=1, description="Examples per optimizer step, per process.")
@@ -156,7 +157,7 @@ class TrainConfig(Model):
                                                        "native bf16 (AMX or AVX512-BF16), else fp32. LoRA weights stay fp32 either way.")
     gradient_checkpointing: bool | None = Field(default=None, description="Recompute activations to save memory. Default: on a GPU only "
                                                 "(on a CPU memory is plenty and it costs a third more compute).")
-    save_steps: int = Field(default=25, ge=1, description="Checkpoint every this many steps (--resume restarts from the last).")
+    save_steps: int = Field(default=5, ge=1, description="Checkpoint every this many steps (--resume restarts from the last).")
     logging_steps: int = Field(default=1, ge=1)
     load_in_4bit: bool | None = Field(default=None, description="QLoRA (GPU only); default: when the model's name says bnb-4bit.")
     # fast metrics during SFT of the answer role
@@ -166,6 +167,8 @@ class TrainConfig(Model):
     eval_limit: int = Field(default=16, ge=1, description="Validation questions answered after each epoch (eval_every).")
     eval_max_new_tokens: int = Field(default=256, ge=1, description="Longest reply generated after each epoch (eval_every).")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    roles: list[Literal["answer", "diagram"]] = Field(default=["answer"], min_length=1,
+                                                      description="The adapters `tutor run` trains, one per role.")
 
     @model_validator(mode="after")
     def _room_to_train(self) -> TrainConfig:
@@ -182,6 +185,45 @@ class DiagramsConfig(Model):
     sandbox: Literal["auto", "bwrap", "off"] = Field(default="auto", description="auto: compile under bubblewrap where it runs, else "
                                                      "say so once and rely on the filter and kpathsea; bwrap: refuse to compile without "
                                                      "it; off: the filter and kpathsea only.")
+
+
+class ImportSource(Model):
+    """One export file of [collect.<subject>] imports: `collect import`'s options. Paths are relative to tutor.toml's folder."""
+
+    file: Path
+    source: str | None = Field(default=None, description="The question source that reads it (default: by extension, csv or jsonl).")
+    mapping: Path | None = Field(default=None, description="A TOML file mapping their columns to our fields.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Our field -> their column, e.g. {stem = \"Question\"}.")
+    defaults: dict[str, str | int] = Field(default_factory=dict, description="Values for fields the file lacks, e.g. {type = ...}.")
+    encoding: str = "utf-8-sig"
+    delimiter: str | None = None
+    near: float = Field(default=0.8, ge=0, le=1, description="Similarity from which questions are reported as near duplicates.")
+
+
+class CollectSources(Model):
+    """[collect.<subject>] in tutor.toml: where `tutor run` brings one subject's questions from."""
+
+    imports: list[ImportSource] = Field(default_factory=list, description="CSV or JSON Lines exports to import.")
+    sites: list[Path] = Field(default_factory=list, description="Scrape TOML files (see docs/collecting.md).")
+
+
+class EvalConfig(Model):
+    """[eval] in tutor.toml: the evaluation `tutor run` makes of each new adapter against its base (`tutor eval`'s flags)."""
+
+    split: Literal["test", "validation"] = Field(default="test", description="The held-out split of `dataset build`.")
+    limit: int | None = Field(default=None, ge=1, description="Only the first N questions (a quick run).")
+    max_new_tokens: int = Field(default=384, ge=1)
+    batch_size: int = Field(default=24, ge=1)
+    judge: Literal["teacher"] | None = Field(default=None, description="Also mark coverage with the teacher as a judge.")
+
+
+class ExportConfig(Model):
+    """[export] in tutor.toml: what `tutor run` exports once an adapter is trained and evaluated (`tutor export`'s flags)."""
+
+    formats: list[str] = Field(default=["peft", "merged", "gguf", "ollama"], description="peft, merged, gguf, ollama, ollama-lora; "
+                               "[] skips the stage.")
+    quants: list[str] = Field(default=["f16", "q8_0"], description="GGUF types: f16, q8_0, bf16, f32.")
+    force: bool = Field(default=False, description="Export even when the eval gate finds the adapter worse than its base.")
 
 
 class ServeConfig(Model):
@@ -210,3 +252,6 @@ class Config(Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
     diagrams: DiagramsConfig = Field(default_factory=DiagramsConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    collect: dict[str, CollectSources] = Field(default_factory=dict, description="Per subject: [collect.physics] imports, sites.")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)

@@ -56,3 +56,21 @@ class progress:
 
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
+
+
+class cost_progress:
+    """A bar for a paid API's work: done/total with tokens and estimated cost beside it, moved by reports that carry
+    done, total and usage (teach's Progress). `silent` shows nothing (a background thread: one live display at a time)."""
+
+    def __init__(self, label: str, silent: bool = False):
+        self.bar = None if silent else progress(None, label, extra="{task.fields[tokens]:,} tokens  ${task.fields[cost]:.2f}",
+                                                tokens=0, cost=0.0)
+
+    def __enter__(self) -> Callable[..., None]:
+        if self.bar is None:
+            return lambda report: None
+        advance = self.bar.__enter__()
+        return lambda p: advance(completed=p.done, total=p.total or None, tokens=p.usage.tokens, cost=p.usage.cost)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc) if self.bar is not None else False

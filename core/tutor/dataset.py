@@ -41,7 +41,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -757,6 +757,33 @@ def choose_bank(kit: SubjectKit, workspace: Workspace, path: Path | None = None)
     if kit.subject.bank is None:
         raise TutorError(f"{why}, and subject {kit.name!r} ships no sample bank: give --bank PATH")
     return load_bank(kit, kit.subject.bank), f"the bundled sample bank of {kit.distribution} ({why})", Path(kit.subject.bank).resolve()
+
+
+def build_roles(kit: SubjectKit, workspace: Workspace, roles: Iterable[str], settings: TrainConfig, *, base: str,
+                bank_path: Path | None = None, required: bool = False, say: Callable[[str], None] = print) -> list[BuiltDataset]:
+    """Build each role's dataset from the bank (choose_bank) into the workspace; what `dataset build` and `tutor run` do.
+
+    A role whose material the bank lacks (no gold answers, no diagrams) is an error when `required`,
+    else skipped with one line; none left to build is an error either way.
+    """
+    from .basemodels import load_tokenizer, resolve
+
+    bank, label, where = choose_bank(kit, workspace, bank_path)
+    say(f"bank: {label.replace('`', '')}: {len(bank.questions)} questions, {len(bank.answers)} gold answers, "
+        f"{len(bank.diagrams)} diagrams")
+    wanted = list(roles)
+    for role, has, what in (("answer", bank.answers, "gold answers (tutor teach writes them)"), ("diagram", bank.diagrams, "diagrams")):
+        if role in wanted and not has:
+            if required:
+                raise TutorError(f"the bank has no {what}: nothing to build the {role} dataset from")
+            say(f"{role}: skipped, the bank has no {what}")
+            wanted.remove(role)
+    if not wanted:
+        raise TutorError("nothing to build")
+    tokenizer = load_tokenizer(base, say=say)
+    return [build(kit, bank, role, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
+                  user_dirs=workspace.template_dirs(kit.name), bank_label=label, bank_path=where,
+                  out=dataset_dir(workspace, kit.name, role)) for role in wanted]
 
 
 def load(workspace: Workspace, subject: str, role: str, path: Path | None = None):

@@ -355,7 +355,10 @@ class Renderer:
                 if error:
                     raise TutorError(f"diagram format {fmt.name!r}: its preamble does not compile: {_first_error(error)}")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                dumped, staged = jobdir / f"{name}.fmt", target.with_suffix(".tmp")
+                # A staging name of its own: two renderers (threads of `tutor run --all`, or two processes) may build it at once.
+                fd, staged_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=target.parent)
+                os.close(fd)
+                dumped, staged = jobdir / f"{name}.fmt", Path(staged_name)
                 with open(dumped, "rb") as source:
                     gzipped = source.read(2) == b"\x1f\x8b"
                 # pdflatex gzips what it dumps and reads either kind; a plain one loads ~60 ms sooner.

@@ -13,7 +13,12 @@
       scrape/<site>/    # pages fetched from a site, so a re-run fetches only the rest
       datasets/<role>/  # training sets (dataset build)
       adapters/<role>/  # LoRA adapters (train)
+      evals/<time>/     # evaluation reports (eval)
+      run.json          # what `tutor run` did: each stage's input fingerprint, status and figures
       .<stage>.lock     # one run of a stage per subject at a time
+    exports/<subject>/  # exported models (export)
+    run-summary.md      # the last `tutor run`'s summary
+    .run.lock           # one `tutor run` per workspace at a time (holds its pid)
 
 Every path a stage reads or writes is named here, once; stages ask the
 Workspace instead of joining folder names themselves.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,12 +47,20 @@ def default_root() -> Path:
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    # A config read once and kept (pinned()): a run that lasts an hour must not see half of an edit made meanwhile.
+    pinned_config: Config | None = field(default=None, compare=False, repr=False)
+
+    def pinned(self) -> Workspace:
+        """This workspace with tutor.toml read now, once: every stage of a run sees the same settings."""
+        return Workspace(self.root, self.config())
 
     @property
     def config_path(self) -> Path:
         return self.root / CONFIG_FILE
 
     def config(self) -> Config:
+        if self.pinned_config is not None:
+            return self.pinned_config
         from pydantic import ValidationError
 
         from .config import Config
@@ -101,6 +114,21 @@ class Workspace:
 
     def adapters_dir(self, subject: str, role: str) -> Path:
         return self.subject_dir(subject) / "adapters" / role
+
+    def exports_dir(self, subject: str) -> Path:
+        return self.root / "exports" / subject
+
+    def run_record(self, subject: str) -> Path:
+        """`tutor run`'s record of a subject: each stage's inputs, status and figures."""
+        return self.subject_dir(subject) / "run.json"
+
+    @property
+    def run_summary(self) -> Path:
+        return self.root / "run-summary.md"
+
+    @property
+    def run_lock(self) -> Path:
+        return self.root / ".run.lock"
 
     def lock(self, subject: str, stage: str) -> Path:
         """The lock file that lets one run of `stage` at a time work on a subject."""

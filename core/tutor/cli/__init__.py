@@ -2,7 +2,7 @@
 
 The root group lives here; each stage's commands live in a module of their
 own (info, bank, prompts, collect, diagram, teach, models, dataset, train,
-evaluate, modes, plugin), which imports only the shared helpers (_common, ..console)
+evaluate, modes, serve, export, run, plugin), which imports only the shared helpers (_common, ..console)
 and, inside its commands, its own stage. Start-up stays light: plugins load
 only when a command (or --help) needs them, and heavy libraries (torch,
 openai, rich...) are imported inside the commands that use them.
@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import TutorError, ValidationFailed
 from ..workspace import default_root
-from . import bank, collect, dataset, diagram, evaluate, export, info, models, modes, plugin, prompts, serve, teach, train
+from . import bank, collect, dataset, diagram, evaluate, export, info, models, modes, plugin, prompts, run, serve, teach, train
 from ._common import State
 
 
@@ -99,6 +99,7 @@ def cli(ctx, subject, workspace):
 
     \b
     Pipeline: collect -> teach -> diagrams -> dataset -> train -> eval -> export
+    (`tutor run` runs it all, re-running only what changed)
     Tutor: answer (ask), explain, set, mark, plan
     Start with `tutor subjects`, then `tutor --subject physics types`.
     """
@@ -108,7 +109,7 @@ def cli(ctx, subject, workspace):
 for command in (info.subjects, info.plugins, info.types, info.formats, info.evaluators, info.rewards, info.config, bank.bank,
                 prompts.prompts, collect.collect,
                 diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, evaluate.eval_, modes.answer, modes.explain,
-                modes.set_, modes.mark, modes.plan, serve.serve, export.export, plugin.plugin):
+                modes.set_, modes.mark, modes.plan, serve.serve, export.export, run.run, plugin.plugin):
     cli.add_command(command)
 cli.add_command(modes.answer, "ask")  # the name answer had before the tutor's other modes came
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ..console import progress, table
-from ..errors import TutorError, UnknownName
 from ._common import pass_state
 
 
@@ -35,21 +34,13 @@ def collect_import(state, file, source_name, mapping, columns, defaults, encodin
     Exact duplicates are skipped, near duplicates are reported (near-duplicates.jsonl),
     invalid rows go to rejects.jsonl with the reason and the line. Re-running is safe.
     """
-    from ..collect import NEAR_DUPLICATES, REJECTS, Mapping, import_questions
-    from ..registry import registry
+    from ..collect import NEAR_DUPLICATES, REJECTS, Mapping, import_file
 
     kit = state.kit()
-    sources = registry().sources
-    name = source_name or ("jsonl" if file.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
-    if name not in sources:
-        raise UnknownName("question source", name, list(sources))
-    options = {"encoding": encoding} | ({"delimiter": delimiter} if delimiter else {})
-    records = sources[name].fetch(str(file), **options)
     bank_dir = state.workspace.bank_dir(kit.name)
     with progress(None, f"importing {file.name}") as advance:
-        report = import_questions(kit, records, bank_dir, Mapping.build(mapping, columns, defaults), near_threshold, advance)
-    if report.read == 0:
-        raise TutorError(f"{file}: no records found")
+        report = import_file(kit, bank_dir, file, Mapping.build(mapping, columns, defaults), source=source_name, encoding=encoding,
+                             delimiter=delimiter, near_threshold=near_threshold, progress=advance)
     table(["read", "imported", "duplicate", "near-duplicate", "rejected"],
            [tuple(str(n) for n in (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected))])
     click.echo(f"bank: {report.bank}")
@@ -73,32 +64,13 @@ def collect_scrape(state, site, delay):
     command again and only the rest is fetched. Credentials come from the
     environment variables the site file names.
     """
-    from ..collect import REJECTS, Importer, Mapping
-    from ..registry import registry
-    from ..scrape import Session, SiteConfig
+    from ..collect import REJECTS, scrape_site
 
     kit = state.kit()
-    config = SiteConfig.load(site)
-    sources = registry().sources
-    if config.adapter not in sources:
-        raise UnknownName("question source", config.adapter, list(sources))
-    if delay is not None:
-        config = config.model_copy(update={"delay": delay})
     bank_dir = state.workspace.bank_dir(kit.name)
-    session = Session(config, state.workspace.scrape_dir(kit.name, config.name))
-    mapping = Mapping.build(defaults=[f"{k}={v}" for k, v in config.defaults.items()])
-    try:
-        with Importer(kit, bank_dir, mapping) as importer, progress(None, f"scraping {config.name}") as advance:
-            for where, record in sources[config.adapter].fetch(config.start, session=session, images_dir=bank_dir / "images"):
-                importer.add(where, record)
-                advance()
-    except KeyboardInterrupt:
-        raise TutorError(f"interrupted after {session.requests} requests; everything collected is saved: "
-                         "run the same command to resume") from None
-    finally:
-        session.close()
-    report = importer.report
-    counts = (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected, session.requests, session.from_cache)
+    with progress(None, f"scraping {site.stem}") as advance:
+        report = scrape_site(kit, bank_dir, lambda name: state.workspace.scrape_dir(kit.name, name), site, delay=delay, progress=advance)
+    counts = (report.read, report.imported, report.duplicate, report.near_duplicate, report.rejected, report.requests, report.from_cache)
     table(["read", "imported", "duplicate", "near-duplicate", "rejected", "requests", "cached pages"], [tuple(map(str, counts))])
     click.echo(f"bank: {report.bank}")
     if report.rejected:

@@ -38,7 +38,6 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
     from pydantic import ValidationError
 
     from .. import dataset as ds
-    from ..basemodels import load_tokenizer, resolve
     from ..config import TrainConfig
     from ..errors import TutorError
 
@@ -50,24 +49,10 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
         settings = TrainConfig.model_validate(config.train.model_dump() | overrides)
     except ValidationError as err:
         raise TutorError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
-    bank, label, where = ds.choose_bank(kit, state.workspace, bank_path)
-    click.echo(f"bank: {label.replace('`', '')}: {len(bank.questions)} questions, {len(bank.answers)} gold answers, "
-               f"{len(bank.diagrams)} diagrams")
     roles = list(ds.ROLES) if role == "all" else [role]
-    for wanted, has, what in (("answer", bank.answers, "gold answers (tutor teach writes them)"), ("diagram", bank.diagrams, "diagrams")):
-        if wanted in roles and not has:
-            if role != "all":
-                raise TutorError(f"the bank has no {what}: nothing to build the {wanted} dataset from")
-            click.echo(f"{wanted}: skipped, the bank has no {what}")
-            roles.remove(wanted)
-    if not roles:
-        raise TutorError("nothing to build")
-    base = model_name or config.model.base
-    tokenizer = load_tokenizer(base, say=say)
-    for name in roles:
-        built = ds.build(kit, bank, name, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
-                         user_dirs=state.workspace.template_dirs(kit.name), bank_label=label, bank_path=where,
-                         out=ds.dataset_dir(state.workspace, kit.name, name))
+    for built in ds.build_roles(kit, state.workspace, roles, settings, base=model_name or config.model.base, bank_path=bank_path,
+                                required=role != "all", say=say):
+        name = built.role
         click.echo(f"\n{name}: {built.path}  (fingerprint {built.fingerprint})")
         table(["split", "examples", "identity", "mean tokens", "max tokens"], ds.summary_rows(built))
         click.echo(ds.leakage_line(built))

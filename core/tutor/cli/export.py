@@ -32,7 +32,7 @@ def export(state, to, formats, adapter, quants, overwrite, force, repo, public):
     kit = state.kit()
     chosen = parse_formats(formats)
     token = hub_token(repo) if repo else None  # before minutes of work: a push that cannot happen fails now
-    target = to or state.workspace.root / "exports" / kit.name
+    target = to or state.workspace.exports_dir(kit.name)
     types = [q.strip() for q in quants.split(",") if q.strip()]
     done = run_export(state.workspace, kit.name, target, chosen, adapter=adapter, quants=types, overwrite=overwrite, force=force, say=say)
     for name, paths in done.files.items():

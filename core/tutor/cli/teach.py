@@ -9,7 +9,7 @@ import json
 
 import click
 
-from ..console import progress, table
+from ..console import cost_progress, table
 from ..errors import TutorError
 from ._common import pass_state
 
@@ -65,7 +65,7 @@ def teach_answers(state, type_id, limit, dry_run, retry_rejects, concurrency):
                         f"replies from each type's word band at {t.TOKENS_PER_WORD:g} tokens a word")
     key = api_key(cfg)
     run = t.AnswerRun()
-    with _bar(f"answers by {cfg.model}") as progress:
+    with cost_progress(f"answers by {cfg.model}") as progress:
         t.run_sync(lambda: t.teach_answers(kit, state.workspace, cfg, key, run, type_id=type_id, limit=limit,
                                            retry_rejects=retry_rejects, progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
@@ -110,7 +110,7 @@ def teach_diagrams(state, limit, dry_run, repair_rounds, retry_failed, concurren
                         f"replies at {t.DIAGRAM_TOKENS} tokens, first tries only (repairs cost more)")
     key = api_key(cfg)
     run = t.DiagramRun()
-    with _bar(f"diagrams by {cfg.model}") as progress:
+    with cost_progress(f"diagrams by {cfg.model}") as progress:
         t.run_sync(lambda: t.teach_diagrams(kit, state.workspace, cfg, key, run, limit=limit, retry_failed=retry_failed,
                                             progress=progress), run)
     bank = state.workspace.bank_dir(kit.name)
@@ -191,18 +191,3 @@ def _dry_run(cfg, estimates, what: str, basis: str) -> None:
                f"prices ${cfg.price_input:g} / ${cfg.price_output:g} per million prompt / reply tokens"
                f"; prompts at 4 characters a token, {basis}{reasoning}."
                "\nNothing was sent.")
-
-
-def _bar(label: str):
-    """The progress bar, with tokens and estimated cost beside done/total; moved by the stage's Progress reports."""
-    bar = progress(None, label, extra="{task.fields[tokens]:,} tokens  ${task.fields[cost]:.2f}", tokens=0, cost=0.0)
-
-    class Reporting:
-        def __enter__(self):
-            advance = bar.__enter__()
-            return lambda p: advance(completed=p.done, total=p.total or None, tokens=p.usage.tokens, cost=p.usage.cost)
-
-        def __exit__(self, *exc):
-            return bar.__exit__(*exc)
-
-    return Reporting()
