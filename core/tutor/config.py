@@ -226,6 +226,14 @@ class ExportConfig(Model):
     force: bool = Field(default=False, description="Export even when the eval gate finds the adapter worse than its base.")
 
 
+class KbConfig(Model):
+    """[kb] in tutor.toml: the knowledge base (`tutor kb`) and how answers use it."""
+
+    url: str | None = Field(default=None, description="A Chroma server (e.g. http://127.0.0.1:8001); default: an embedded store "
+                            "under <workspace>/<subject>/kb/chroma.")
+    k: int = Field(default=5, ge=1, le=50, description="Chunks retrieved into a prompt.")
+
+
 class ServeConfig(Model):
     """[serve] in tutor.toml: `tutor serve`'s address and limits, conservative by default."""
 
@@ -255,3 +263,4 @@ class Config(Model):
     collect: dict[str, CollectSources] = Field(default_factory=dict, description="Per subject: [collect.physics] imports, sites.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    kb: KbConfig = Field(default_factory=KbConfig)

@@ -135,6 +135,8 @@ class Subject(Model):
                                        description="Diagram formats this subject's diagram model writes, most used first.")
     bank: Path | None = Field(default=None,
                               description="Directory of the bundled sample bank (questions.jsonl, answers.jsonl, diagrams.jsonl).")
+    notes: Path | None = Field(default=None, description="Directory of Markdown notes, one file per topic (syllabus definitions, "
+                               "key facts), that the knowledge base indexes.")
     train: dict[str, Any] = Field(default_factory=dict,
                                   description="This subject's training defaults: keys of [train] in tutor.toml (e.g. epochs, lora_r).")
     topic_weights: dict[str, float] = Field(default_factory=dict, description=(

@@ -33,6 +33,7 @@ class SubjectPackage:
           formats.toml    [[formats]]: diagram formats (optional)
           templates/      prompt-template overrides (optional)
           bank/           the sample bank (optional)
+          notes/          Markdown notes per topic, for the knowledge base (optional)
 
     The subject's name defaults to the package's (tutor_biology -> biology).
     Files are read, and models built, only when the hooks are called, so
@@ -56,8 +57,9 @@ class SubjectPackage:
         return hook not in optional or (self.folder / optional[hook]).exists()
 
     def subject(self):
-        bank = self.folder / "bank"
-        return read_subject(self.folder / "subject.toml", name=self.name, bank=bank if bank.is_dir() else None)
+        bank, notes = self.folder / "bank", self.folder / "notes"
+        return read_subject(self.folder / "subject.toml", name=self.name, bank=bank if bank.is_dir() else None,
+                            notes=notes if notes.is_dir() else None)
 
     def subject_or_none(self):
         """The subject, or None when subject.toml has a problem: register_subjects reports that, once."""

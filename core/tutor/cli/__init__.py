@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import TutorError, ValidationFailed
 from ..workspace import default_root
-from . import bank, collect, dataset, diagram, evaluate, export, info, models, modes, plugin, prompts, run, serve, teach, train
+from . import bank, collect, dataset, diagram, evaluate, export, info, kb, models, modes, plugin, prompts, run, serve, teach, train
 from ._common import State
 
 
@@ -109,7 +109,7 @@ def cli(ctx, subject, workspace):
 for command in (info.subjects, info.plugins, info.types, info.formats, info.evaluators, info.rewards, info.config, bank.bank,
                 prompts.prompts, collect.collect,
                 diagram.diagram, teach.teach, models.models, dataset.dataset, train.train, evaluate.eval_, modes.answer, modes.explain,
-                modes.set_, modes.mark, modes.plan, serve.serve, export.export, run.run, plugin.plugin):
+                modes.set_, modes.mark, modes.plan, kb.kb, serve.serve, export.export, run.run, plugin.plugin):
     cli.add_command(command)
 cli.add_command(modes.answer, "ask")  # the name answer had before the tutor's other modes came
 

@@ -9,11 +9,14 @@ import click
 from ..console import say, table
 
 
-def _models(models: str | None, adapters: tuple[str, ...], base: bool, gate: bool) -> list[str]:
-    """The lineup from --models, or from --base and --adapter (default: the latest adapter); --gate needs the base model."""
+def _models(models: str | None, adapters: tuple[str, ...], base: bool, gate: bool, rag: bool = False) -> list[str]:
+    """The lineup from --models, or from --base and --adapter (default: the latest adapter); --gate needs the base model;
+    --rag adds each adapter again with the knowledge base (NAME+rag), right after it."""
     if models and (adapters or base):
         raise click.UsageError("give the models either as --models base,latest,PATH or with --base and --adapter, not both")
     names = [m.strip() for m in models.split(",")] if models else [*(["base"] if base else []), *(adapters or ["latest"])]
+    if rag:
+        names = [n for name in names for n in ([name, f"{name}+rag"] if name != "base" and not name.endswith("+rag") else [name])]
     if gate and "base" not in names:
         say("--gate compares with the base model: adding it to the lineup")
         names = ["base", *names]
@@ -21,7 +24,8 @@ def _models(models: str | None, adapters: tuple[str, ...], base: bool, gate: boo
 
 
 @click.group(invoke_without_command=True)
-@click.option("--models", metavar="LIST", help="Comma-separated: base, latest, or adapter folders, e.g. base,latest.")
+@click.option("--models", metavar="LIST", help="Comma-separated: base, latest, or adapter folders, e.g. base,latest; "
+              "NAME+rag: with the knowledge base.")
 @click.option("--adapter", "adapters", multiple=True, metavar="latest|PATH", help="An adapter to evaluate (repeatable; default: latest).")
 @click.option("--base", "with_base", is_flag=True, help="Evaluate the base model too (the adapters' own base model).")
 @click.option("--split", type=click.Choice(["test", "validation", "bank"]),
@@ -39,10 +43,12 @@ def _models(models: str | None, adapters: tuple[str, ...], base: bool, gate: boo
 @click.option("--max-new-tokens", type=click.IntRange(1), default=384, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=24, show_default=True,
               help="Prompts generated or scored together (24: the fastest measured on 2 cores; lower it for a large model).")
+@click.option("--rag", is_flag=True, help="Also evaluate each adapter with the knowledge base's chunks in its prompts (NAME+rag), "
+              "paired with it on the same questions.")
 @click.option("--gate", is_flag=True, help="Exit 1 when a tuned model is significantly worse than the base on MCQ accuracy or coverage.")
 @click.pass_context
 def eval_(ctx, models, adapters, with_base, split, bank_path, mcq, shots, dev, types, limit, judge, engine, max_new_tokens, batch_size,
-          gate):
+          rag, gate):
     """Evaluate the subject's adapters against their base model.
 
     \b
@@ -64,7 +70,8 @@ def eval_(ctx, models, adapters, with_base, split, bank_path, mcq, shots, dev, t
     kit = state.kit()
     if bank_path and split:
         raise click.UsageError("--bank evaluates a whole bank: it goes without --split")
-    options = Options(split=split, bank=bank_path, mcq=list(mcq), dev=dev, models=_models(models, adapters, with_base, gate), shots=shots,
+    lineup = _models(models, adapters, with_base, gate, rag)
+    options = Options(split=split, bank=bank_path, mcq=list(mcq), dev=dev, models=lineup, shots=shots,
                       limit=limit, types=[t.strip() for t in types.split(",")] if types else None, judge=judge, engine=engine,
                       max_new_tokens=max_new_tokens, batch_size=batch_size)
     folder, summary = evaluate(kit, state.workspace, options, say=say)

@@ -23,7 +23,12 @@ def _model_option(fn):
     return click.option("--max-new-tokens", type=click.IntRange(1), default=384, show_default=True)(fn)
 
 
-def _tutor(state, via: str, base_only: bool, adapter: Path | None, max_new_tokens: int = 384, role: str = "answer"):
+_rag_option = click.option("--rag/--no-rag", default=None, help="Put the knowledge base's best chunks into the prompt "
+                           "(default: on once `tutor kb build` has run).")
+
+
+def _tutor(state, via: str, base_only: bool, adapter: Path | None, max_new_tokens: int = 384, role: str = "answer",
+           rag: bool | None = None):
     from ..infer.tutor import Tutor
 
     if via == "teacher" and (base_only or adapter):
@@ -31,7 +36,7 @@ def _tutor(state, via: str, base_only: bool, adapter: Path | None, max_new_token
     if base_only and adapter:
         raise click.UsageError("--base answers without an adapter: it does not go with --adapter")
     model = "teacher" if via == "teacher" else "base" if base_only else adapter or "latest"
-    return Tutor(state.kit().name, state.workspace, model, max_new_tokens=max_new_tokens, adapter_role=role)
+    return Tutor(state.kit().name, state.workspace, model, max_new_tokens=max_new_tokens, adapter_role=role, rag=rag)
 
 
 def _write_json(path: Path | None, data) -> None:
@@ -52,6 +57,8 @@ def _show_question(tutor, question_id: str | None) -> None:
 
 
 def _show_text(result, max_new_tokens: int) -> None:
+    if result.sources:
+        click.echo("sources: " + ", ".join(f"[{source}]" for source in result.sources))
     if result.cut:
         click.echo(f"[stopped at {max_new_tokens} new tokens: --max-new-tokens allows more]")
     for drawn in result.diagrams:
@@ -66,9 +73,10 @@ def _text_mode(mode: str):
     @click.option("--diagrams", is_flag=True, help="Draw the reply's (DIAGRAM: ...) markers with the diagram role and compile them.")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON.")
     @_model_option
+    @_rag_option
     @pass_state
-    def command(state, text, question_id, diagrams, json_path, via, base_only, adapter, max_new_tokens):
-        tutor = _tutor(state, via, base_only, adapter, max_new_tokens)
+    def command(state, text, question_id, diagrams, json_path, via, base_only, adapter, max_new_tokens, rag):
+        tutor = _tutor(state, via, base_only, adapter, max_new_tokens, rag=rag)
         _show_question(tutor, question_id)
         result = getattr(tutor, mode)(text, question_id=question_id, diagrams=diagrams, on_text=lambda piece: click.echo(piece, nl=False))
         click.echo()
@@ -95,9 +103,10 @@ _answer_text = _text_mode("answer")
 @click.option("--diagrams", is_flag=True, help="Draw the reply's (DIAGRAM: ...) markers with the diagram role and compile them.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON.")
 @_model_option
+@_rag_option
 @pass_state
 @click.pass_context
-def answer(ctx, state, text, question_id, role, format_name, compare, diagrams, json_path, via, base_only, adapter, max_new_tokens):
+def answer(ctx, state, text, question_id, role, format_name, compare, diagrams, json_path, via, base_only, adapter, max_new_tokens, rag):
     """Answer TEXT (or bank question --id) with the base model plus the subject's newest adapter (or the teacher)."""
     if bool(text) == bool(question_id):
         raise click.UsageError("give the question as TEXT or as --id QUESTION, one of them")
@@ -109,8 +118,8 @@ def answer(ctx, state, text, question_id, role, format_name, compare, diagrams, 
         return _draw(state, text, question_id, format_name, json_path, via, base_only, adapter, max_new_tokens)
     if not compare:
         return ctx.invoke(_answer_text, text=text, question_id=question_id, diagrams=diagrams, json_path=json_path, via=via,
-                          base_only=base_only, adapter=adapter, max_new_tokens=max_new_tokens)
-    tutor = _tutor(state, via, base_only, adapter, max_new_tokens)
+                          base_only=base_only, adapter=adapter, max_new_tokens=max_new_tokens, rag=rag)
+    tutor = _tutor(state, via, base_only, adapter, max_new_tokens, rag=rag)
     _show_question(tutor, question_id)
     results = {}
     for label, use_base in (("base model", True), ("tuned", False)):
@@ -190,22 +199,21 @@ def set_(state, type_id, topic, count, into_bank, no_gold, via, base_only, adapt
               help="local: the deterministic rule marker; teacher: the teacher as judge, quoting its evidence.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the result(s) as JSON (default: beside --answers as <name>.marked.jsonl).")
+@_rag_option
 @pass_state
-def mark(state, question_id, answer_file, answers_file, via, json_path):
+def mark(state, question_id, answer_file, answers_file, via, json_path, rag):
     """Mark a student's answer point by point: awarded or not, the quoted evidence, the total, and feedback."""
-    from ..infer.marking import mark_answer
-
     if bool(answers_file) == bool(question_id or answer_file):
         raise click.UsageError("give --id QUESTION with --answer FILE|-, or --answers FILE.jsonl for a class")
     from ..infer.tutor import Tutor
 
-    tutor = Tutor(state.kit().name, state.workspace, "teacher" if via == "teacher" else "base")
-    judge = via == "teacher"
+    # --rag shows the judge the knowledge base's material; the rule marker never reads it (the sources are still listed).
+    tutor = Tutor(state.kit().name, state.workspace, "teacher" if via == "teacher" else "base", rag=rag)
     if answers_file is None:
         if not answer_file:
             raise click.UsageError("--id needs --answer FILE (or - for stdin)")
         text = sys.stdin.read() if answer_file == "-" else read_text(Path(answer_file))
-        result = mark_answer(tutor.kit, tutor.question(question_id), text, workspace=state.workspace, judge=judge)
+        result = tutor.mark(question_id, text)
         _show_mark(result)
         _write_json(json_path, result.model_dump(mode="json"))
         return
@@ -215,8 +223,7 @@ def mark(state, question_id, answer_file, answers_file, via, json_path):
     results = []
     for line, row in rows:
         try:
-            results.append(mark_answer(tutor.kit, tutor.question(str(row.get("question_id"))), str(row.get("answer") or ""),
-                                       workspace=state.workspace, judge=judge, student=row.get("student")))
+            results.append(tutor.mark(str(row.get("question_id")), str(row.get("answer") or ""), student=row.get("student")))
         except TutorError as err:
             problems.append(f"{answers_file}:{line}: {err}")
     for problem in sorted(problems, key=lambda line: int(line.removeprefix(f"{answers_file}:").split(":")[0])):  # in file order
@@ -258,6 +265,8 @@ def _show_mark(result) -> None:
         click.echo(f"Marked by levels, left to an examiner (or --via teacher): {', '.join(result.levelled)}")
     if result.truncated:
         click.echo("The answer was truncated to the length a marker reads.")
+    if result.sources:
+        click.echo("reference material: " + ", ".join(f"[{source}]" for source in result.sources))
     for line in result.feedback:
         click.echo(f"- {line}")
     for check in result.checks:

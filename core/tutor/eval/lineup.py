@@ -1,7 +1,9 @@
 """The models an evaluation compares, and one load of each base model they share.
 
 `--models base,latest,PATH` (or `--base` and repeated `--adapter`) names
-them. An adapter is bound to its subject (another subject's is refused) and
+them; `NAME+rag` is that model with the knowledge base's chunks in its
+prompts (`eval --rag` adds one for each), so with and without retrieval are
+compared on the same items. An adapter is bound to its subject (another subject's is refused) and
 brings its own base model from tutor-adapter.json; 'base' is that same base
 model without any adapter, so base vs tuned compares like with like. Each
 base model is loaded once; its adapters are loaded into one peft model by
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ class Entry:
     answer: Path | None = None  # the answer-role adapter; None: the base model answers (or, for a diagram adapter, nothing)
     diagram: Path | None = None  # the diagram-role adapter; None: the base model draws (or nothing, see roles)
     roles: tuple[str, ...] = ("answer", "diagram")  # which roles this entry is evaluated in
+    rag: bool = False  # the knowledge base's chunks go into its answer prompts
 
     @property
     def is_base(self) -> bool:
@@ -44,20 +47,21 @@ def parse(spec: list[str], workspace: Workspace, subject: str, default_base: str
     if not spec:
         raise TutorError("no model to evaluate: give --models base,latest (or --base, --adapter latest|PATH)")
     adapters: list[Entry] = []
-    want_base = False
+    want_base = base_rag = False
     for item in dict.fromkeys(s.strip() for s in spec if s.strip()):
-        if item == "base":
-            want_base = True
-        elif item == "latest":
-            adapters.append(_latest(workspace, subject))
-        else:
-            adapters.append(_folder(Path(item), subject))
+        name, rag = (item.removesuffix("+rag").strip(), True) if item.endswith("+rag") else (item, False)
+        if name == "base":
+            want_base, base_rag = want_base or not rag, base_rag or rag
+            continue
+        entry = _latest(workspace, subject) if name == "latest" else _folder(Path(name), subject)
+        adapters.append(replace(entry, label=f"{entry.label} +rag", roles=("answer",), rag=True) if rag else entry)
     bases = list(dict.fromkeys(e.base for e in adapters))
-    if len(bases) > 1 and want_base:
+    if len(bases) > 1 and (want_base or base_rag):
         raise TutorError(f"the adapters were trained on different base models ({', '.join(bases)}): 'base' would be ambiguous; "
                          "evaluate them in separate runs")
     base = bases[0] if bases else default_base
-    return ([Entry("base", base)] if want_base else []) + _unique(adapters)
+    lead = [Entry("base", base)] if want_base else []
+    return lead + ([Entry("base +rag", base, roles=("answer",), rag=True)] if base_rag else []) + _unique(adapters)
 
 
 def _latest(workspace: Workspace, subject: str) -> Entry:
@@ -90,8 +94,8 @@ def _unique(entries: list[Entry]) -> list[Entry]:
     seen: set[tuple] = set()
     out = []
     for e in entries:
-        if (e.answer, e.diagram) not in seen:
-            seen.add((e.answer, e.diagram))
+        if (e.answer, e.diagram, e.rag) not in seen:
+            seen.add((e.answer, e.diagram, e.rag))
             out.append(e)
     return out
 

@@ -169,10 +169,20 @@ def _evaluate_entry(kit: SubjectKit, workspace: Workspace, model: Model, sets: l
     return results
 
 
-def _answer_prompts(kit: SubjectKit, workspace: Workspace, s: EvalSet) -> list[list[dict]]:
+def _answer_prompts(kit: SubjectKit, workspace: Workspace, s: EvalSet, rag: bool = False) -> list[list[dict]]:
+    """The tutor's own prompt for each question; with `rag`, the knowledge base's chunks for it before the question
+    (the train split's worked examples only: an item never retrieves its own answer)."""
     from .. import dataset as ds
 
-    return [ds.tutor_messages(kit, q, workspace.template_dirs(kit.name)) for q in s.questions]
+    prompts = [ds.tutor_messages(kit, q, workspace.template_dirs(kit.name)) for q in s.questions]
+    if not rag:
+        return prompts
+    from ..answers import question_text
+    from ..kb import KnowledgeBase, with_material
+
+    base = KnowledgeBase(workspace, kit.name)
+    k = workspace.config().kb.k
+    return [with_material(kit, workspace, messages, base.search(question_text(q), k))[0] for q, messages in zip(s.questions, prompts)]
 
 
 def _diagram_prompts(kit: SubjectKit, workspace: Workspace, s: EvalSet) -> list[list[dict]]:
@@ -187,7 +197,7 @@ def _answer_items(kit: SubjectKit, workspace: Workspace, model: Model, s: EvalSe
     from ..models import Score
     from .scoring import score_reply
 
-    prompts = _answer_prompts(kit, workspace, s)
+    prompts = _answer_prompts(kit, workspace, s, model.entry.rag)
     replies = model.replies("answer", s, prompts)
     label, loaded, batch = model.entry.label, model.loaded, model.options.batch_size
     results = []

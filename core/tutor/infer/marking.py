@@ -47,8 +47,11 @@ def check_answer_text(answer: str) -> tuple[str, bool]:
 
 
 def mark_answer(kit: SubjectKit, question: Question, answer: str, *, workspace: Workspace | None = None, judge: bool = False,
-                student: str | None = None) -> MarkResult:
-    """The MarkResult of `answer`: by the rules, or by the teacher as judge (`judge`, which needs `workspace`)."""
+                student: str | None = None, material: str | None = None, sources: list[str] | None = None) -> MarkResult:
+    """The MarkResult of `answer`: by the rules, or by the teacher as judge (`judge`, which needs `workspace`).
+
+    `material` (retrieved by --rag) is shown to the judge as reference, apart from the answer; the rules never read it,
+    and a judge's award still needs a quote from the answer, so no retrieved text can raise a mark. `sources` name it."""
     from ..eval.scoring import score_reply
     from ..registry import registry
 
@@ -61,7 +64,7 @@ def mark_answer(kit: SubjectKit, question: Question, answer: str, *, workspace: 
         from ..eval.judge import JudgeRun, mark_with_judge
 
         run = JudgeRun()
-        (score,) = mark_with_judge(kit, workspace, [(question, answer)], run=run)
+        (score,) = mark_with_judge(kit, workspace, [(question, answer)], run=run, material=[material])
         if score is None:
             raise TutorError(f"the judge gave no mark: {run.stopped or '; '.join(run.failed) or 'no reply'}")
         from ..teach import teacher_config
@@ -76,7 +79,8 @@ def mark_answer(kit: SubjectKit, question: Question, answer: str, *, workspace: 
               for name, extra in score_reply(kit, question, answer).items() if name not in ("mark-points", "mcq", "form")]
     return MarkResult(subject=kit.name, question_id=question.id, student=student, marks=marks, out_of=out_of or score.out_of,
                       question_marks=question.marks, points=score.points, levelled=levelled, levels=levels,
-                      feedback=feedback(question, score, levels), checks=checks, marker=marker, truncated=truncated)
+                      feedback=feedback(question, score, levels), checks=checks, marker=marker, truncated=truncated,
+                      sources=sources or [])
 
 
 def indicative_content(notes: str) -> list[str]:

@@ -31,6 +31,7 @@ class TextResult(Model):
     cut: bool = Field(description="Stopped by the token limit, not by the model's end of turn.")
     model: str = Field(description="What wrote it: 'base', an adapter folder, or 'teacher:<model>'.")
     diagrams: list[DiagramResult] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list, description="The knowledge-base chunks put into the prompt (--rag), by source.")
 
 
 class LevelAward(Model):
@@ -63,6 +64,7 @@ class MarkResult(Model):
     checks: list[str] = Field(default_factory=list, description="What the subject's own evaluators said (units, final answers...).")
     marker: str = Field(description="'rules' (deterministic) or 'judge:<model>'.")
     truncated: bool = Field(default=False, description="The answer was cut to the length a marker reads.")
+    sources: list[str] = Field(default_factory=list, description="Knowledge-base chunks shown to the judge (--rag), by source.")
 
 
 class SetQuestion(Model):

@@ -36,7 +36,8 @@ class Tutor:
     (used for `adapter_role`, the newest for the other role), or 'teacher' (the [teacher] endpoint)."""
 
     def __init__(self, subject: str, workspace: str | Path | Workspace = "tutor-workspace", model: str | Path = "latest", *,
-                 max_new_tokens: int = 384, adapter_role: str = "answer", say: Callable[[str], None] | None = None, engine=None):
+                 max_new_tokens: int = 384, adapter_role: str = "answer", say: Callable[[str], None] | None = None, engine=None,
+                 rag: bool | None = None):
         from ..console import say as default_say
         from ..registry import get_subject
         from .engine import LocalEngine, TeacherEngine
@@ -57,6 +58,9 @@ class Tutor:
             self.engine = LocalEngine(self.workspace, self.kit.name, adapter=folder, adapter_role=adapter_role,
                                       max_new_tokens=max_new_tokens, say=say or default_say)
         self._bank = None
+        self._kb = None
+        self.rag = rag  # None: on when the subject's knowledge base has been built (`tutor kb build`)
+        self._say = say or default_say
 
     # --- the bank the modes draw questions from ------------------------------------------------
 
@@ -120,10 +124,36 @@ class Tutor:
         return self.question(question_id) if question_id else None
 
     def _text(self, mode: str, messages: list[dict], question, diagrams: bool, on_text) -> TextResult:
+        from ..answers import question_text
+        from ..kb import with_material
+
+        asked = messages[-1]["content"]
+        messages, sources = with_material(self.kit, self.workspace, messages,
+                                          self.retrieve(question_text(question) if question is not None else asked))
         done = self.engine.complete(messages, role="answer", on_text=on_text)
         drawn = self.draw_diagrams(done.text) if diagrams else []
         return TextResult(mode=mode, subject=self.kit.name, question_id=question.id if question else None,
-                          question=messages[-1]["content"], text=done.text, cut=done.cut, model=done.model, diagrams=drawn)
+                          question=asked, text=done.text, cut=done.cut, model=done.model, diagrams=drawn, sources=sources)
+
+    # --- the knowledge base --------------------------------------------------------------------------
+
+    def retrieve(self, query: str) -> list:
+        """The knowledge base's best chunks for `query` when retrieval is on ([] when off)."""
+        from ..kb import KnowledgeBase
+
+        if self._kb is None:
+            self._kb = KnowledgeBase(self.workspace, self.kit.name, self._say)
+        if self.rag is None:
+            self.rag = self._kb.exists()
+        if not self.rag:
+            return []
+        return self._kb.search(query, self.workspace.config().kb.k)
+
+    def material(self, hits: list) -> str:
+        """The retrieved chunks as the `_material.j2` template piece renders them (a subject may override it)."""
+        from ..kb import render_material
+
+        return render_material(self.kit, self.workspace, hits)
 
     # --- diagrams ------------------------------------------------------------------------------------
 
@@ -174,11 +204,15 @@ class Tutor:
 
     def mark(self, question_id: str, answer: str, *, student: str | None = None) -> MarkResult:
         """The answer marked point by point: by the rules with a local model, by the teacher as judge with model='teacher'."""
+        from ..answers import question_text
         from .engine import TeacherEngine
         from .marking import mark_answer
 
-        return mark_answer(self.kit, self.question(question_id), answer, workspace=self.workspace,
-                           judge=isinstance(self.engine, TeacherEngine), student=student)
+        question = self.question(question_id)
+        hits = self.retrieve(question_text(question))
+        return mark_answer(self.kit, question, answer, workspace=self.workspace, judge=isinstance(self.engine, TeacherEngine),
+                           student=student, material=self.material(hits) if hits else None,
+                           sources=list(dict.fromkeys(h.source for h in hits)))
 
     # --- set -------------------------------------------------------------------------------------------
 

@@ -1,0 +1,130 @@
+"""The knowledge base: indexing throughput, and query latency as the index grows (1k, 10k, 100k chunks).
+
+    python bench/kb.py [--sizes 1000,10000,100000] [--queries 50]
+
+Recall@5: for each subject, the knowledge base of its notes and its bank's
+train split answers each held-out (test and validation) question: is a chunk
+of the question's own topic among the first 5? Hybrid (RRF) against
+embeddings alone and BM25 alone, on the same questions.
+Indexing: `kb build` of the physics notes and bank (real chunks, real
+embeddings), in chunks per second, against the embedding model alone on the
+same texts (the baseline: what indexing costs beyond embedding).
+Latency: synthetic chunks (sentences drawn from a physics vocabulary) fill a
+Chroma store and a BM25 index to each size; their vectors are random unit
+vectors, since embedding 100k chunks on 2 cores would take most of an hour
+and the store's search cost does not depend on where a vector came from.
+Each query (a bank question) is embedded and answered by both indexes and
+fused, as `kb search` does: p50 and p95 over --queries queries. Growth per
+query is printed against the growth in size: sub-linear means the ratio of
+latencies stays well below the ratio of sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("force mass acceleration momentum energy power current voltage resistance charge field wave frequency amplitude "
+         "wavelength photon electron nucleus decay half-life temperature pressure volume gas thermal capacity moment pivot "
+         "equilibrium velocity displacement gradient area graph circuit series parallel lens refraction diffraction").split()
+
+
+def synthetic(n: int, seed: int = 0):
+    from tutor.kb.documents import Chunk
+
+    rng = random.Random(seed)
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 120)))
+        yield Chunk(f"{text} ({i})", f"doc: synthetic-{i // 100}.md", rng.choice(["mechanics", "waves", "electricity"]), "doc")
+
+
+def recall(kit) -> None:
+    from tutor import dataset as ds
+    from tutor.answers import question_text
+    from tutor.kb import KnowledgeBase
+    from tutor.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = Workspace(Path(tmp))
+        base = KnowledgeBase(workspace, kit.name, lambda _: None)
+        base.build(kit)
+        bank = ds.choose_bank(kit, workspace)[0]
+        split = ds.plan_split(ds.bank_units(bank), workspace.config().train).split
+        held = [q for q in bank.questions if split.get(q.id) in ("test", "validation")]
+        found = {mode: sum(any(h.topic == q.topic for h in base.search(question_text(q), 5, mode)) for q in held)
+                 for mode in ("hybrid", "dense", "bm25")}
+        print(f"{kit.name:10} {len(held):>9} " + " ".join(f"{found[m] / len(held):>7.2f}" for m in ("hybrid", "dense", "bm25")))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    import numpy as np
+    from tutor.answers import question_text
+    from tutor.bank import load_bank
+    from tutor.kb import KnowledgeBase, _save_bm25
+    from tutor.kb.embed import DIMENSIONS, MODEL_ID, Embedder
+    from tutor.kb.store import ChromaStore
+    from tutor.registry import get_subject
+    from tutor.workspace import Workspace
+
+    print(f"{'subject':10} {'questions':>9} {'hybrid':>7} {'dense':>7} {'bm25':>7}   recall@5: a chunk of the question's own topic")
+    for subject in ("physics", "economics", "chemistry"):
+        recall(get_subject(subject))
+    print()
+    kit = get_subject("physics")
+    queries = [question_text(q) for q in load_bank(kit, kit.subject.bank).questions][: args.queries]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = KnowledgeBase(Workspace(Path(tmp) / "ws"), "physics", lambda _: None)
+        texts = [c.text for c in base.chunks(kit, [])]
+        embedder = Embedder(lambda _: None)
+        embedder(texts[:8])  # warm
+        started = time.perf_counter()
+        embedder(texts)
+        embed_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        built = base.build(kit)
+        build_seconds = time.perf_counter() - started
+        print(f"indexing {built.chunks} real chunks: {built.chunks / build_seconds:.1f} chunks/s "
+              f"(embedding alone {len(texts) / embed_seconds:.1f} chunks/s; kb build / embedding = {build_seconds / embed_seconds:.2f}x)")
+
+        print(f"\n{'chunks':>8} {'fill s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x size':>7} {'x p50':>7}")
+        first = None
+        for size in [int(s) for s in args.sizes.split(",")]:
+            folder = Path(tmp) / f"size-{size}"
+            sized = KnowledgeBase(Workspace(folder), "physics", lambda _: None)
+            sized._embedder = embedder
+            sized.folder.mkdir(parents=True)
+            store = ChromaStore(sized.folder / "chroma", None, "physics")
+            chunks = list(synthetic(size))
+            rng = np.random.default_rng(0)
+            started = time.perf_counter()
+            for start in range(0, size, 5000):
+                part = chunks[start : start + 5000]
+                vectors = rng.standard_normal((len(part), DIMENSIONS)).astype("float32")
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                store.upsert(part, vectors.tolist())
+            _save_bm25(sized.folder / "bm25", chunks)
+            (sized.folder / "manifest.json").write_text(f'{{"embedding": "{MODEL_ID}", "chunks": {size}}}')
+            fill = time.perf_counter() - started
+            sized._opened = store
+            times = []
+            for query in queries:
+                started = time.perf_counter()
+                sized.search(query, k=5)
+                times.append((time.perf_counter() - started) * 1000)
+            p50, p95 = statistics.median(times), statistics.quantiles(times, n=20)[18]
+            first = first or (size, p50)
+            print(f"{size:>8} {fill:>8.1f} {p50:>8.1f} {p95:>8.1f} {size / first[0]:>7.0f} {p50 / first[1]:>7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
