@@ -309,3 +309,46 @@ def test_an_unreachable_chroma_server_is_one_line(tmp_path):
     (tmp_path / "tutor.toml").write_text('[kb]\nurl = "http://127.0.0.1:9"\n')
     code, out = invoke("--subject", "physics", "kb", "build", workspace=tmp_path)
     assert code == 1 and "Traceback" not in out and "http://127.0.0.1:9 cannot be opened" in out.strip().splitlines()[-1], out
+
+
+def test_train_rag_puts_the_material_into_the_answer_prompts_but_never_a_questions_own_example(own, tiny_model, tmp_path):
+    from datasets import load_from_disk
+
+    root, _ = own
+    (root / "tutor.toml").write_text(f'[model]\nbase = "{tiny_model}"\n\n[train]\nrag = true\n')
+    code, out = invoke("--subject", "physics", "dataset", "build", "--role", "answer", workspace=root)
+    assert code == 0, out
+    train = load_from_disk(str(root / "physics" / "datasets" / "answer"))["train"]
+    rows = [row for row in train if row["kind"] == "answer"]
+    assert rows and all('<material source="' in row["messages"][1]["content"] for row in rows)
+    assert not any(f'<material source="bank: {row["question_id"][:12]}"' in row["messages"][1]["content"] for row in rows)
+    elsewhere = tmp_path / "no-kb"
+    elsewhere.mkdir()
+    (elsewhere / "tutor.toml").write_text(f'[model]\nbase = "{tiny_model}"\n\n[train]\nrag = true\n')
+    code, out = invoke("--subject", "physics", "dataset", "build", "--role", "answer", workspace=elsewhere)
+    assert code == 1 and "[train] rag = true puts the knowledge base into the prompts, and physics has none yet" in out
+
+
+def test_the_servers_tutor_endpoints_take_rag(own, tiny_model):
+    from serving import random_adapter, running, tiny_workspace
+    from test_serve import KEY, http
+    from tutor.config import ServeConfig
+    from tutor.serve.app import create_app
+    from tutor.serve.backend import Backend
+
+    root, _ = own
+    workspace = tiny_workspace(root, tiny_model)
+    random_adapter(workspace, tiny_model, "physics", 1)
+    backend = Backend.load(workspace, subjects=["physics"], say=lambda _: None)
+    try:
+        with running(create_app(backend, ServeConfig(port=0, max_tokens=4), [KEY])) as url:
+            ask = {"subject": "physics", "text": "State the principle of moments."}
+            for body, cited in ((ask, True), ({**ask, "rag": False}, False), ({**ask, "rag": True}, True)):
+                status, reply = http("POST", f"{url}/v1/tutor/answer", body)
+                assert status == 200, reply
+                sources = json.loads(reply)["sources"]
+                assert bool(sources) == cited and all(s.startswith(("notes: ", "bank: ")) for s in sources)
+            status, reply = http("POST", f"{url}/v1/tutor/mark", {"subject": "physics", "question_id": PLANK, "answer": WEAK})
+            assert status == 200 and json.loads(reply)["sources"], reply
+    finally:
+        backend.close()

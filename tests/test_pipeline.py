@@ -26,7 +26,7 @@ from tutor.workspace import Workspace  # noqa: E402
 pytestmark = pytest.mark.usefixtures("clean_teacher_env")
 
 SAMPLE = Path(get_subject("physics").subject.bank)
-DOWNSTREAM = ["dataset", "train", "eval", "export"]
+DOWNSTREAM = ["kb", "dataset", "train", "eval", "export"]  # of a gold answer
 
 
 def config(model: Path, *, max_steps: int = 3, extra: str = "") -> str:
@@ -74,7 +74,7 @@ def copy_of_done(done, tmp_path):
 
 def test_the_first_run_does_every_stage_and_ends_with_base_vs_tuned_and_the_headline(done):
     root, out = done
-    assert statuses(out) == {"collect": "skipped", "teach": "skipped", "diagrams": "ran", "dataset": "ran", "train": "ran",
+    assert statuses(out) == {"collect": "skipped", "teach": "skipped", "diagrams": "ran", "kb": "ran", "dataset": "ran", "train": "ran",
                              "eval": "ran", "export": "ran"}
     assert "no sources: add [collect.physics] imports or sites to tutor.toml" in out
     assert "no teacher configured ([teacher] in tutor.toml): the bank's own gold answers are used" in out
@@ -131,7 +131,7 @@ def test_a_config_change_is_the_next_runs_and_only_reruns_what_it_touches(copy_o
     toml = copy_of_done / "tutor.toml"
     toml.write_text(toml.read_text().replace('formats = ["peft"]', 'formats = ["peft", "merged"]'), encoding="utf-8")
     code, plan = invoke("--subject", "physics", "run", "--dry-run", workspace=copy_of_done)
-    unchanged = {s: "up to date" for s in ("diagrams", "dataset", "train", "eval")}
+    unchanged = {s: "up to date" for s in ("diagrams", "kb", "dataset", "train", "eval")}
     assert statuses(plan) == {"collect": "skipped", "teach": "skipped", **unchanged, "export": "run"}
     assert "inputs changed: export config" in plan
 
@@ -185,9 +185,9 @@ def test_kill_9_during_train_then_tutor_run_finishes_from_the_checkpoint(tiny_mo
     assert code == 0, out
     assert f"took over {root / '.run.lock'} from pid {process.pid}, which is no longer running" in out
     assert f"the interrupted run {run.name} continues from its last checkpoint" in out
-    assert statuses(out) == {"collect": "skipped", "teach": "skipped", "diagrams": "up to date", **{s: "ran" for s in ("train", "eval",
-                                                                                                                         "export")},
-                             "dataset": "up to date"}
+    resumed = {s: "ran" for s in ("train", "eval", "export")}
+    unchanged = {s: "up to date" for s in ("diagrams", "kb", "dataset")}
+    assert statuses(out) == {"collect": "skipped", "teach": "skipped", **unchanged, **resumed}
     assert [p.name for p in adapters.iterdir()] == [run.name]  # the same run, finished
     meta = json.loads((run / "tutor-adapter.json").read_text())
     assert meta["metrics"]["steps"] == 60
@@ -314,8 +314,8 @@ def test_all_runs_every_installed_subject_and_a_failing_one_does_not_stop_the_ot
 def test_from_until_and_force_choose_the_stages(copy_of_done):
     code, plan = invoke("--subject", "physics", "run", "--dry-run", "--from", "train", "--until", "eval", "--force", "train",
                         workspace=copy_of_done)
-    assert statuses(plan) == {"collect": "not selected", "teach": "not selected", "diagrams": "not selected", "dataset": "not selected",
-                              "train": "run", "eval": "run", "export": "not selected"}
+    before = {s: "not selected" for s in ("collect", "teach", "diagrams", "kb", "dataset")}
+    assert statuses(plan) == {**before, "train": "run", "eval": "run", "export": "not selected"}
     assert "forced (--force)" in plan and "train runs first" in plan
     code, out = invoke("--subject", "physics", "run", "--from", "eval", "--until", "train", workspace=copy_of_done)
     assert code == 1 and "error: --from eval comes after --until train: nothing to run" in out

@@ -167,6 +167,9 @@ class TrainConfig(Model):
     eval_limit: int = Field(default=16, ge=1, description="Validation questions answered after each epoch (eval_every).")
     eval_max_new_tokens: int = Field(default=256, ge=1, description="Longest reply generated after each epoch (eval_every).")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    rag: bool = Field(default=False, description="Put the knowledge base's chunks into the answer role's prompts, as --rag does when "
+                      "answering, so the adapter learns to use them (`tutor kb build` first). A question's own worked example is "
+                      "left out of its prompt.")
     roles: list[Literal["answer", "diagram"]] = Field(default=["answer"], min_length=1,
                                                       description="The adapters `tutor run` trains, one per role.")
 

@@ -127,13 +127,21 @@ def tutor_messages(kit: SubjectKit, question: Question, user_dirs: Iterable[Path
     return [{"role": "system", "content": tutor_system_prompt(kit, user_dirs)}, {"role": "user", "content": user}]
 
 
-def answer_examples(kit: SubjectKit, bank: Bank, user_dirs: Iterable[Path] = ()) -> list[Example]:
-    """One example per gold answer (a question with two gold answers gives two)."""
+def answer_examples(kit: SubjectKit, bank: Bank, user_dirs: Iterable[Path] = (),
+                    material: Callable[[Question], list] | None = None) -> list[Example]:
+    """One example per gold answer (a question with two gold answers gives two); `material(question)` gives the knowledge
+    base's chunks to put before the question ([train] rag)."""
+    from .kb import with_material
+
     by_id = {q.id: q for q in bank.questions}
+    user_dirs = list(user_dirs)
     examples = []
     for gold in bank.answers:
         question = by_id[gold.question_id]
-        messages = tutor_messages(kit, question, user_dirs) + [{"role": "assistant", "content": gold.text.strip()}]
+        prompt = tutor_messages(kit, question, user_dirs)
+        if material is not None:
+            prompt = with_material(kit, user_dirs, prompt, material(question))[0]
+        messages = prompt + [{"role": "assistant", "content": gold.text.strip()}]
         examples.append(Example("answer", messages, question.id, question.type, question.topic, question.marks,
                                 probe=question_text(question), unit=question.id))
     return examples
@@ -509,7 +517,8 @@ class BuiltDataset:
 
 
 def build(kit: SubjectKit, bank: Bank, role: str, settings: TrainConfig, *, tokenizer=None, tokenizer_name: str = "",
-          user_dirs: Iterable[Path] = (), bank_label: str = "", bank_path: Path | None = None, out: Path | None = None) -> BuiltDataset:
+          user_dirs: Iterable[Path] = (), bank_label: str = "", bank_path: Path | None = None, out: Path | None = None,
+          material: Callable[[Question], list] | None = None) -> BuiltDataset:
     """Build one role's dataset from a loaded bank; save it when `out` is given.
 
     Without a tokenizer the token statistics are left out (the CLI always has one).
@@ -518,7 +527,7 @@ def build(kit: SubjectKit, bank: Bank, role: str, settings: TrainConfig, *, toke
     if role not in ROLES:
         raise UnknownName("dataset role", role, ROLES)
     user_dirs = list(user_dirs)
-    examples = answer_examples(kit, bank, user_dirs) if role == "answer" else diagram_examples(kit, bank, user_dirs)
+    examples = answer_examples(kit, bank, user_dirs, material) if role == "answer" else diagram_examples(kit, bank, user_dirs)
     units = bank_units(bank)
     plan = plan_split(units, settings)
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
@@ -780,10 +789,28 @@ def build_roles(kit: SubjectKit, workspace: Workspace, roles: Iterable[str], set
             wanted.remove(role)
     if not wanted:
         raise TutorError("nothing to build")
+    material = _retriever(kit, workspace, say) if settings.rag else None
     tokenizer = load_tokenizer(base, say=say)
     return [build(kit, bank, role, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
                   user_dirs=workspace.template_dirs(kit.name), bank_label=label, bank_path=where,
-                  out=dataset_dir(workspace, kit.name, role)) for role in wanted]
+                  out=dataset_dir(workspace, kit.name, role), material=material) for role in wanted]
+
+
+def _retriever(kit: SubjectKit, workspace: Workspace, say: Callable[[str], None]) -> Callable[[Question], list]:
+    """[train] rag: each question's chunks from the knowledge base, its own worked example left out (it would teach copying)."""
+    from .kb import KnowledgeBase, own_example
+
+    base = KnowledgeBase(workspace, kit.name, say)
+    if not base.exists():
+        raise TutorError(f"[train] rag = true puts the knowledge base into the prompts, and {kit.name} has none yet: "
+                         f"`tutor --subject {kit.name} kb build` first")
+    k = workspace.config().kb.k
+
+    def material(question: Question) -> list:
+        hits = base.search(question_text(question), k + 1)
+        return [h for h in hits if h.source != own_example(question)][:k]
+
+    return material
 
 
 def load(workspace: Workspace, subject: str, role: str, path: Path | None = None):

@@ -18,7 +18,7 @@ lock dies with its process, so a stale one is simply taken over).
 
 With several subjects, the stages that need no model (collect, teach,
 diagrams) of every subject start at once in the background, while the
-stages that load a model (dataset on, one subject at a time) run in the
+stages that load a model (kb on, one subject at a time) run in the
 foreground, in order. A failing subject never stops the others.
 
 Kept free of heavy imports: the CLI reads STAGE_NAMES to build its options.
@@ -351,7 +351,41 @@ def diagrams_run(ctx: Context) -> Done:
     return Done(figures, {"diagrams": file_digest(where / DIAGRAMS), "compiled": compiled})
 
 
-DATASET_FIELDS = ("seed", "validation", "test", "identity_ratio", "identity_name", "identity_maker", "max_length")
+def kb_inputs(ctx: Context) -> dict[str, Any]:
+    from .bank import ANSWERS, QUESTIONS
+    from .kb import kb_dir
+
+    _, _, where = _bank(ctx)
+    notes, docs = ctx.kit.subject.notes, kb_dir(ctx.workspace, ctx.kit.name) / "docs"
+    if notes is None and not docs.is_dir():
+        raise StageSkipped("nothing to index: the subject ships no notes/ and `tutor kb add` has added no documents")
+    config = ctx.workspace.config()
+    return {**{f"bank {name}": file_digest(where / name) for name in (QUESTIONS, ANSWERS)},
+            "split": {k: getattr(config.train, k) for k in ("seed", "validation", "test")},
+            "notes": folder_digest([notes]) if notes else None, "documents": folder_digest([docs]) if docs.is_dir() else None,
+            "kb config": config.kb.model_dump(mode="json"), "code": code_version(ctx.kit)}
+
+
+def kb_run(ctx: Context) -> Done:
+    from .kb import KnowledgeBase
+
+    base = KnowledgeBase(ctx.workspace, ctx.kit.name, ctx.say)
+    with ctx.progress(None, f"indexing {ctx.kit.name}") as advance:
+        built = base.build(ctx.kit, progress=advance)
+    for line in built.problems:
+        ctx.say(f"skipped: {line}")
+    figures = {"chunks": built.chunks, **built.per_kind, "embedded": built.added, "removed": built.removed}
+    return Done(figures, {"manifest": file_digest(base.folder / "manifest.json")})
+
+
+def kb_missing(ctx: Context, outputs: dict) -> str | None:
+    from .kb import MANIFEST, kb_dir
+
+    manifest = kb_dir(ctx.workspace, ctx.kit.name) / MANIFEST
+    return None if manifest.is_file() else str(manifest.parent)
+
+
+DATASET_FIELDS = ("seed", "validation", "test", "identity_ratio", "identity_name", "identity_maker", "max_length", "rag")
 
 
 def dataset_inputs(ctx: Context) -> dict[str, Any]:
@@ -361,7 +395,15 @@ def dataset_inputs(ctx: Context) -> dict[str, Any]:
     config = ctx.workspace.config()
     return {"bank": _stored(ctx, where), **{f"bank {name}": file_digest(where / name) for name in (QUESTIONS, ANSWERS, DIAGRAMS)},
             "split": {k: getattr(config.train, k) for k in DATASET_FIELDS}, "tokenizer": config.model.base,
-            "templates": templates_digest(ctx), "code": code_version(ctx.kit)}
+            "templates": templates_digest(ctx), "code": code_version(ctx.kit),
+            "knowledge base": _kb_digest(ctx) if config.train.rag else None}
+
+
+def _kb_digest(ctx: Context) -> str:
+    """What [train] rag puts into the prompts depends on the knowledge base: its manifest changes when its chunks do."""
+    from .kb import MANIFEST, kb_dir
+
+    return file_digest(kb_dir(ctx.workspace, ctx.kit.name) / MANIFEST)
 
 
 def dataset_run(ctx: Context) -> Done:
@@ -523,7 +565,9 @@ STAGES: tuple[Stage, ...] = (
           extra="teach"),
     Stage("diagrams", "DIAGRAM markers -> requests; the teacher draws them; every diagram compiled", diagrams_inputs, diagrams_run,
           ("collect", "teach"), teach_check),
-    Stage("dataset", "chat datasets, split and leakage-checked", dataset_inputs, dataset_run, ("collect", "teach", "diagrams"),
+    Stage("kb", "the knowledge base: the notes, the bank's train split, your documents", kb_inputs, kb_run, ("collect", "teach"),
+          missing=kb_missing, needs=("chromadb", "bm25s"), extra="kb", uses_model=True),
+    Stage("dataset", "chat datasets, split and leakage-checked", dataset_inputs, dataset_run, ("collect", "teach", "diagrams", "kb"),
           missing=dataset_missing, needs=("datasets", "transformers"), extra="train", uses_model=True),
     Stage("train", "LoRA SFT of each role's adapter", train_inputs, train_run, ("dataset",), train_check, adapters_missing,
           needs=("torch", "peft", "trl"), extra="train", uses_model=True),

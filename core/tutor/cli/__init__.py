@@ -98,7 +98,7 @@ def cli(ctx, subject, workspace):
     """Turn exam question banks into subject tutor models.
 
     \b
-    Pipeline: collect -> teach -> diagrams -> dataset -> train -> eval -> export
+    Pipeline: collect -> teach -> diagrams -> kb -> dataset -> train -> eval -> export
     (`tutor run` runs it all, re-running only what changed)
     Tutor: answer (ask), explain, set, mark, plan
     Start with `tutor subjects`, then `tutor --subject physics types`.

@@ -18,7 +18,7 @@ from ._common import pass_state
 @click.option("--dry-run", is_flag=True, help="Print the plan (each stage: run or skip, and why) and do nothing.")
 @pass_state
 def run(state, all_subjects, start, until, force, dry_run):
-    """Run the pipeline: collect -> teach -> diagrams -> dataset -> train -> eval -> export.
+    """Run the pipeline: collect -> teach -> diagrams -> kb -> dataset -> train -> eval -> export.
 
     \b
     Each stage runs only when its inputs changed since it last succeeded (the bank's
@@ -29,7 +29,7 @@ def run(state, all_subjects, start, until, force, dry_run):
     continues from its last checkpoint. Without [collect.<subject>] sources and a
     [teacher], the subject's sample bank and its gold answers are used.
     With --all, the stages that need no model (collect, teach, diagrams) start for
-    every subject at once; the model stages run one subject at a time. A failing
+    every subject at once; the model stages (kb on) run one subject at a time. A failing
     subject does not stop the others. Ends with a summary, also in
     <workspace>/run-summary.md.
     """

@@ -182,7 +182,8 @@ def _answer_prompts(kit: SubjectKit, workspace: Workspace, s: EvalSet, rag: bool
 
     base = KnowledgeBase(workspace, kit.name)
     k = workspace.config().kb.k
-    return [with_material(kit, workspace, messages, base.search(question_text(q), k))[0] for q, messages in zip(s.questions, prompts)]
+    user_dirs = workspace.template_dirs(kit.name)
+    return [with_material(kit, user_dirs, messages, base.search(question_text(q), k))[0] for q, messages in zip(s.questions, prompts)]
 
 
 def _diagram_prompts(kit: SubjectKit, workspace: Workspace, s: EvalSet) -> list[list[dict]]:

@@ -128,7 +128,7 @@ class Tutor:
         from ..kb import with_material
 
         asked = messages[-1]["content"]
-        messages, sources = with_material(self.kit, self.workspace, messages,
+        messages, sources = with_material(self.kit, self._templates(), messages,
                                           self.retrieve(question_text(question) if question is not None else asked))
         done = self.engine.complete(messages, role="answer", on_text=on_text)
         drawn = self.draw_diagrams(done.text) if diagrams else []
@@ -139,21 +139,26 @@ class Tutor:
 
     def retrieve(self, query: str) -> list:
         """The knowledge base's best chunks for `query` when retrieval is on ([] when off)."""
+        base = self.knowledge_base()
+        if self.rag is None:
+            self.rag = base.exists()
+        if not self.rag:
+            return []
+        return base.search(query, self.workspace.config().kb.k)
+
+    def knowledge_base(self):
+        """The subject's KnowledgeBase, opened once (copies of this Tutor, as the server makes, share it and its model)."""
         from ..kb import KnowledgeBase
 
         if self._kb is None:
             self._kb = KnowledgeBase(self.workspace, self.kit.name, self._say)
-        if self.rag is None:
-            self.rag = self._kb.exists()
-        if not self.rag:
-            return []
-        return self._kb.search(query, self.workspace.config().kb.k)
+        return self._kb
 
     def material(self, hits: list) -> str:
         """The retrieved chunks as the `_material.j2` template piece renders them (a subject may override it)."""
         from ..kb import render_material
 
-        return render_material(self.kit, self.workspace, hits)
+        return render_material(self.kit, self._templates(), hits)
 
     # --- diagrams ------------------------------------------------------------------------------------
 

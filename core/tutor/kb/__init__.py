@@ -72,22 +72,27 @@ def train_questions(kit: SubjectKit, workspace: Workspace):
     return [q for q in bank.questions if q.id in train], [a for a in bank.answers if a.question_id in train]
 
 
-def render_material(kit: SubjectKit, workspace: Workspace, hits: list[Hit]) -> str:
+def render_material(kit: SubjectKit, user_dirs: list[Path], hits: list[Hit]) -> str:
     """Retrieved chunks as the `_material.j2` template piece renders them (a subject, or the user, may override it)."""
     from ..prompts import _environment, search_path
 
-    template = _environment(search_path(kit, workspace.template_dirs(kit.name))).get_template("_material.j2")
+    template = _environment(search_path(kit, list(user_dirs))).get_template("_material.j2")
     return template.render(subject=kit.subject, chunks=hits).strip()
 
 
-def with_material(kit: SubjectKit, workspace: Workspace, messages: list[dict], hits: list[Hit]) -> tuple[list[dict], list[str]]:
+def with_material(kit: SubjectKit, user_dirs: list[Path], messages: list[dict], hits: list[Hit]) -> tuple[list[dict], list[str]]:
     """The chat messages with the chunks before the question, in the user's turn (the system prompt stays the trained one),
-    and the chunks' sources."""
+    and the chunks' sources. Training (`[train] rag`), answering and eval all put them there, the same way."""
     if not hits:
         return messages, []
     last = messages[-1]
-    material = render_material(kit, workspace, hits)
+    material = render_material(kit, user_dirs, hits)
     return [*messages[:-1], {**last, "content": f"{material}\n\n{last['content']}"}], list(dict.fromkeys(h.source for h in hits))
+
+
+def own_example(question) -> str:
+    """The source a bank question's own worked example is cited by: left out when that question is being trained on."""
+    return f"bank: {question.id[:12]}"
 
 
 class KnowledgeBase:

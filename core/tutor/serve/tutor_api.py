@@ -42,12 +42,14 @@ class TextBody(Body):
     question_id: str | None = None
     diagrams: bool = False
     stream: bool = False
+    rag: bool | None = None  # the knowledge base's chunks in the prompt; None: on when the subject has one
 
 
 class MarkBody(Body):
     question_id: str
     answer: str = Field(max_length=50_000)
     student: str | None = None
+    rag: bool | None = None
 
 
 class SetBody(Body):
@@ -119,16 +121,18 @@ def add_routes(app, backend, settings, gate) -> None:
     workspace = backend.workspace
     tutors: dict = {}
 
-    def tutor_for(subject: str, cancelled=lambda: False):
-        """The subject's Tutor (its bank read once) on a per-request engine."""
+    def tutor_for(subject: str, cancelled=lambda: False, rag: bool | None = None):
+        """The subject's Tutor (its bank and knowledge base opened once) on a per-request engine."""
         from ..infer.tutor import Tutor
 
         if subject not in tutors:
             made = Tutor(subject, workspace, engine=ServedEngine(backend, subject, settings.max_tokens))
             made.bank  # noqa: B018 - read once here, shared by the copies
+            made.knowledge_base()
             tutors[subject] = made
         one = copy.copy(tutors[subject])
         one.engine = ServedEngine(backend, subject, settings.max_tokens, cancelled)
+        one.rag = rag
         return one
 
     def served_subjects() -> list[str]:
@@ -184,7 +188,7 @@ def add_routes(app, backend, settings, gate) -> None:
             gone = {"cancelled": False}
 
             def work(on_text, cancelled):
-                tutor = tutor_for(body.subject, cancelled)
+                tutor = tutor_for(body.subject, cancelled, body.rag)
                 return getattr(tutor, mode)(body.text, question_id=body.question_id, diagrams=body.diagrams, on_text=on_text)
 
             if not body.stream:
@@ -205,7 +209,8 @@ def add_routes(app, backend, settings, gate) -> None:
         body, problem = await parse(request, MarkBody)
         if problem:
             return problem
-        return await run(lambda cancelled: tutor_for(body.subject, cancelled).mark(body.question_id, body.answer, student=body.student))
+        return await run(lambda cancelled: tutor_for(body.subject, cancelled, body.rag).mark(body.question_id, body.answer,
+                                                                                             student=body.student))
 
     @app.post("/v1/tutor/set")
     async def set_questions(request: Request):
