@@ -131,7 +131,7 @@ def answer_examples(kit: SubjectKit, bank: Bank, user_dirs: Iterable[Path] = (),
                     material: Callable[[Question], list] | None = None) -> list[Example]:
     """One example per gold answer (a question with two gold answers gives two); `material(question)` gives the knowledge
     base's chunks to put before the question ([train] rag)."""
-    from .kb import with_material
+    from .prompts import with_material
 
     by_id = {q.id: q for q in bank.questions}
     user_dirs = list(user_dirs)
@@ -769,11 +769,13 @@ def choose_bank(kit: SubjectKit, workspace: Workspace, path: Path | None = None)
 
 
 def build_roles(kit: SubjectKit, workspace: Workspace, roles: Iterable[str], settings: TrainConfig, *, base: str,
-                bank_path: Path | None = None, required: bool = False, say: Callable[[str], None] = print) -> list[BuiltDataset]:
+                bank_path: Path | None = None, required: bool = False, say: Callable[[str], None] = print,
+                material: Callable[[Question], list] | None = None) -> list[BuiltDataset]:
     """Build each role's dataset from the bank (choose_bank) into the workspace; what `dataset build` and `tutor run` do.
 
     A role whose material the bank lacks (no gold answers, no diagrams) is an error when `required`,
-    else skipped with one line; none left to build is an error either way.
+    else skipped with one line; none left to build is an error either way. `material` (kb.retriever) gives each
+    question's knowledge-base chunks when [train] rag is on.
     """
     from .basemodels import load_tokenizer, resolve
 
@@ -789,28 +791,13 @@ def build_roles(kit: SubjectKit, workspace: Workspace, roles: Iterable[str], set
             wanted.remove(role)
     if not wanted:
         raise TutorError("nothing to build")
-    material = _retriever(kit, workspace, say) if settings.rag else None
+    if settings.rag and material is None:
+        raise TutorError("[train] rag = true: give build_roles the knowledge base's retriever (kb.retriever)")
     tokenizer = load_tokenizer(base, say=say)
     return [build(kit, bank, role, settings, tokenizer=tokenizer, tokenizer_name=resolve(base, materialise=False).name,
                   user_dirs=workspace.template_dirs(kit.name), bank_label=label, bank_path=where,
                   out=dataset_dir(workspace, kit.name, role), material=material) for role in wanted]
 
-
-def _retriever(kit: SubjectKit, workspace: Workspace, say: Callable[[str], None]) -> Callable[[Question], list]:
-    """[train] rag: each question's chunks from the knowledge base, its own worked example left out (it would teach copying)."""
-    from .kb import KnowledgeBase, own_example
-
-    base = KnowledgeBase(workspace, kit.name, say)
-    if not base.exists():
-        raise TutorError(f"[train] rag = true puts the knowledge base into the prompts, and {kit.name} has none yet: "
-                         f"`tutor --subject {kit.name} kb build` first")
-    k = workspace.config().kb.k
-
-    def material(question: Question) -> list:
-        hits = base.search(question_text(question), k + 1)
-        return [h for h in hits if h.source != own_example(question)][:k]
-
-    return material
 
 
 def load(workspace: Workspace, subject: str, role: str, path: Path | None = None):

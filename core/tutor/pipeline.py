@@ -410,7 +410,12 @@ def dataset_run(ctx: Context) -> Done:
     from . import dataset as ds
 
     config = ctx.workspace.config()
-    built = ds.build_roles(ctx.kit, ctx.workspace, ds.ROLES, config.train, base=config.model.base, say=ctx.say)
+    material = None
+    if config.train.rag:
+        from .kb import retriever
+
+        material = retriever(ctx.kit, ctx.workspace, ctx.say)
+    built = ds.build_roles(ctx.kit, ctx.workspace, ds.ROLES, config.train, base=config.model.base, say=ctx.say, material=material)
     figures = {b.role: "/".join(str(len(b.splits[s])) for s in ("train", "validation", "test")) + " train/validation/test"
                for b in built}
     return Done(figures, {b.role: b.fingerprint for b in built})

@@ -92,3 +92,22 @@ def question_context(kit: SubjectKit, question, gold=None, **extra: Any) -> dict
     # model does not imitate one exemplar's wording across the whole bank.
     exemplar = qtype.exemplars[int(question.id, 16) % len(qtype.exemplars)]
     return {"question": question, "type": qtype, "exemplar": exemplar, "gold": gold, **extra}
+
+
+# --- retrieved material (the knowledge base's chunks, --rag) -------------------------------------
+
+
+def render_material(kit: SubjectKit, user_dirs: list[Path], hits: list) -> str:
+    """Retrieved chunks as the `_material.j2` template piece renders them (a subject, or the user, may override it)."""
+    template = _environment(search_path(kit, list(user_dirs))).get_template("_material.j2")
+    return template.render(subject=kit.subject, chunks=hits).strip()
+
+
+def with_material(kit: SubjectKit, user_dirs: list[Path], messages: list[dict], hits: list) -> tuple[list[dict], list[str]]:
+    """The chat messages with the chunks before the question, in the user's turn (the system prompt stays the trained one),
+    and the chunks' sources. Training (`[train] rag`), answering and eval all put them there, the same way."""
+    if not hits:
+        return messages, []
+    last = messages[-1]
+    material = render_material(kit, user_dirs, hits)
+    return [*messages[:-1], {**last, "content": f"{material}\n\n{last['content']}"}], list(dict.fromkeys(h.source for h in hits))

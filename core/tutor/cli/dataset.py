@@ -50,8 +50,13 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
     except ValidationError as err:
         raise TutorError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
     roles = list(ds.ROLES) if role == "all" else [role]
+    material = None
+    if settings.rag:
+        from ..kb import retriever
+
+        material = retriever(kit, state.workspace, say)
     for built in ds.build_roles(kit, state.workspace, roles, settings, base=model_name or config.model.base, bank_path=bank_path,
-                                required=role != "all", say=say):
+                                required=role != "all", say=say, material=material):
         name = built.role
         click.echo(f"\n{name}: {built.path}  (fingerprint {built.fingerprint})")
         table(["split", "examples", "identity", "mean tokens", "max tokens"], ds.summary_rows(built))

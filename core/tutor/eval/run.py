@@ -178,7 +178,8 @@ def _answer_prompts(kit: SubjectKit, workspace: Workspace, s: EvalSet, rag: bool
     if not rag:
         return prompts
     from ..answers import question_text
-    from ..kb import KnowledgeBase, with_material
+    from ..kb import KnowledgeBase
+    from ..prompts import with_material
 
     base = KnowledgeBase(workspace, kit.name)
     k = workspace.config().kb.k

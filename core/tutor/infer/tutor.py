@@ -125,7 +125,7 @@ class Tutor:
 
     def _text(self, mode: str, messages: list[dict], question, diagrams: bool, on_text) -> TextResult:
         from ..answers import question_text
-        from ..kb import with_material
+        from ..prompts import with_material
 
         asked = messages[-1]["content"]
         messages, sources = with_material(self.kit, self._templates(), messages,
@@ -156,7 +156,7 @@ class Tutor:
 
     def material(self, hits: list) -> str:
         """The retrieved chunks as the `_material.j2` template piece renders them (a subject may override it)."""
-        from ..kb import render_material
+        from ..prompts import render_material
 
         return render_material(self.kit, self._templates(), hits)
 

@@ -72,27 +72,26 @@ def train_questions(kit: SubjectKit, workspace: Workspace):
     return [q for q in bank.questions if q.id in train], [a for a in bank.answers if a.question_id in train]
 
 
-def render_material(kit: SubjectKit, user_dirs: list[Path], hits: list[Hit]) -> str:
-    """Retrieved chunks as the `_material.j2` template piece renders them (a subject, or the user, may override it)."""
-    from ..prompts import _environment, search_path
-
-    template = _environment(search_path(kit, list(user_dirs))).get_template("_material.j2")
-    return template.render(subject=kit.subject, chunks=hits).strip()
-
-
-def with_material(kit: SubjectKit, user_dirs: list[Path], messages: list[dict], hits: list[Hit]) -> tuple[list[dict], list[str]]:
-    """The chat messages with the chunks before the question, in the user's turn (the system prompt stays the trained one),
-    and the chunks' sources. Training (`[train] rag`), answering and eval all put them there, the same way."""
-    if not hits:
-        return messages, []
-    last = messages[-1]
-    material = render_material(kit, user_dirs, hits)
-    return [*messages[:-1], {**last, "content": f"{material}\n\n{last['content']}"}], list(dict.fromkeys(h.source for h in hits))
-
-
 def own_example(question) -> str:
     """The source a bank question's own worked example is cited by: left out when that question is being trained on."""
     return f"bank: {question.id[:12]}"
+
+
+def retriever(kit: SubjectKit, workspace: Workspace, say: Callable[[str], None] = _say) -> Callable:
+    """[train] rag: each question's chunks from the knowledge base, its own worked example left out (it would teach copying)."""
+    from ..answers import question_text
+
+    base = KnowledgeBase(workspace, kit.name, say)
+    if not base.exists():
+        raise TutorError(f"[train] rag = true puts the knowledge base into the prompts, and {kit.name} has none yet: "
+                         f"`tutor --subject {kit.name} kb build` first")
+    k = workspace.config().kb.k
+
+    def material(question) -> list[Hit]:
+        hits = base.search(question_text(question), k + 1)
+        return [h for h in hits if h.source != own_example(question)][:k]
+
+    return material
 
 
 class KnowledgeBase:

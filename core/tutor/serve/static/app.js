@@ -231,6 +231,7 @@ function markView(r) {
   if (r.feedback?.length) box.append(el('h3', '', 'Feedback'), list(r.feedback));
   if (r.checks?.length) box.append(el('h3', '', 'Checks'), list(r.checks));
   box.append(el('p', 'note', `Marker: ${r.marker}${r.truncated ? '; the answer was cut to the length a marker reads' : ''}`));
+  if (r.sources?.length) box.append(el('p', 'note sources', `Reference material: ${r.sources.map((s) => `[${s}]`).join(', ')}`));
   return box;
 }
 
@@ -276,6 +277,7 @@ function view(entry) {
       parts.push(el('p', 'note', `Diagram not drawn${failed.description ? ` (${failed.description})` : ''}: ${failed.error}`));
     }
     if (r?.cut) parts.push(el('p', 'note', '[stopped at the token limit]'));
+    if (r?.sources?.length) parts.push(el('p', 'note sources', `Sources: ${r.sources.map((s) => `[${s}]`).join(', ')}`));
   } else if (r && entry.mode === 'mark') parts.push(markView(r));
   else if (r && entry.mode === 'set') parts.push(setView(r));
   else if (r && entry.mode === 'plan') {
