@@ -101,6 +101,7 @@ class KnowledgeBase:
         self.workspace, self.subject, self.say = workspace, subject, say
         self.folder = kb_dir(workspace, subject)
         self._embedder = None
+        self._opened = None  # the store, opened on first use
 
     # --- what is there ---------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class KnowledgeBase:
     def _store(self):
         from .store import ChromaStore
 
-        if not hasattr(self, "_opened"):
+        if self._opened is None:
             self._opened = ChromaStore(self.folder / "chroma", self.workspace.config().kb.url, self.subject)
         return self._opened
 

@@ -11,6 +11,7 @@ chunked in bounded memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def paragraphs_of(lines: Iterable[str]) -> Iterator[tuple[list[str], str]]:
             if line.strip() == "---":
                 break
     elif first is not None:
-        lines = _chain([first], lines)
+        lines = itertools.chain([first], lines)
     for line in lines:
         heading = _HEADING.match(line)
         if heading or not line.strip():
@@ -65,11 +66,6 @@ def paragraphs_of(lines: Iterable[str]) -> Iterator[tuple[list[str], str]]:
         buffer.append(("\n" if item and buffer else "") + line.strip())
     if buffer:
         yield list(headings), " ".join(buffer).replace(" \n", "\n")
-
-
-def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
 
 
 def front_matter(path: Path) -> dict[str, str]:
