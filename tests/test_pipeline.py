@@ -136,6 +136,21 @@ def test_a_config_change_is_the_next_runs_and_only_reruns_what_it_touches(copy_o
     assert "inputs changed: export config" in plan
 
 
+def test_eval_rag_in_the_config_adds_the_adapter_with_the_knowledge_base_paired(copy_of_done):
+    """[eval] rag = true: the eval stage (and only what reads it) re-runs, with the adapter and the adapter +rag on the same items."""
+    toml = copy_of_done / "tutor.toml"
+    toml.write_text(toml.read_text().replace("[eval]\n", "[eval]\nrag = true\n"), encoding="utf-8")
+    code, out = invoke("--subject", "physics", "run", workspace=copy_of_done)
+    assert code == 0, out
+    unchanged = {s: "up to date" for s in ("diagrams", "kb", "dataset", "train")}
+    assert statuses(out) == {"collect": "skipped", "teach": "skipped", **unchanged, "eval": "ran", "export": "ran"}
+    record = json.loads((copy_of_done / "physics" / "run.json").read_text())["stages"]
+    summary = json.loads((copy_of_done / record["eval"]["outputs"]["run"] / "summary.json").read_text())
+    labels = [m["label"] for m in summary["models"]]
+    assert labels[0] == "base" and labels[2] == f"{labels[1]} +rag"
+
+
+
 def test_a_config_edit_made_during_a_run_is_not_half_applied(copy_of_done, monkeypatch):
     """tutor.toml is read once per run: the dataset stage edits it mid-run, and train still trains with the old settings."""
     from tutor import dataset as ds

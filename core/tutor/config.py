@@ -218,6 +218,9 @@ class EvalConfig(Model):
     max_new_tokens: int = Field(default=384, ge=1)
     batch_size: int = Field(default=24, ge=1)
     judge: Literal["teacher"] | None = Field(default=None, description="Also mark coverage with the teacher as a judge.")
+    rag: bool = Field(default=False, description="Also evaluate the adapter with the knowledge base's chunks in its prompts, "
+                      "paired with it on the same questions (`tutor eval --rag`). Off by default: it adds a third model's "
+                      "generations to the eval stage.")
 
 
 class ExportConfig(Model):

@@ -507,16 +507,24 @@ def _adapter_folder(ctx: Context) -> str:
 
 
 def eval_inputs(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.workspace.config().eval
     return {"adapter": _answer_adapter(ctx), "dataset": ctx.output("dataset").get("answer"),
-            "eval config": ctx.workspace.config().eval.model_dump(mode="json"), "base": ctx.workspace.config().model.base,
-            "code": code_version(ctx.kit)}
+            "eval config": cfg.model_dump(mode="json"), "base": ctx.workspace.config().model.base,
+            "kb": ctx.output("kb").get("manifest") if cfg.rag else None, "code": code_version(ctx.kit)}
 
 
 def eval_run(ctx: Context) -> Done:
     from .eval.run import Options, evaluate
+    from .kb import MANIFEST, kb_dir
 
     cfg = ctx.workspace.config().eval
-    options = Options(split=cfg.split, models=["base", _adapter_folder(ctx)], limit=cfg.limit, judge=cfg.judge,
+    models = ["base", _adapter_folder(ctx)]
+    if cfg.rag:
+        if not (kb_dir(ctx.workspace, ctx.kit.name) / MANIFEST).is_file():
+            raise TutorError("[eval] rag = true, but there is no knowledge base to retrieve from: ship notes/, "
+                             f"`tutor --subject {ctx.kit.name} kb add FILE`, or set [eval] rag = false")
+        models.append(f"{models[1]}+rag")
+    options = Options(split=cfg.split, models=models, limit=cfg.limit, judge=cfg.judge,
                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     folder, summary = evaluate(ctx.kit, ctx.workspace, options, say=ctx.say)
     return Done({"headline": summary["headline"], "report": str(folder / "report.md")}, {"run": _stored(ctx, folder)})
@@ -576,7 +584,7 @@ STAGES: tuple[Stage, ...] = (
           missing=dataset_missing, needs=("datasets", "transformers"), extra="train", uses_model=True),
     Stage("train", "LoRA SFT of each role's adapter", train_inputs, train_run, ("dataset",), train_check, adapters_missing,
           needs=("torch", "peft", "trl"), extra="train", uses_model=True),
-    Stage("eval", "base vs tuned on the held-out questions", eval_inputs, eval_run, ("dataset", "train"), missing=eval_missing,
+    Stage("eval", "base vs tuned on the held-out questions", eval_inputs, eval_run, ("kb", "dataset", "train"), missing=eval_missing,
           needs=("lm_eval",), extra="eval", uses_model=True),
     Stage("export", "peft, merged, GGUF and Ollama, contract-checked", export_inputs, export_run, ("train", "eval"), export_check,
           export_missing, needs=("gguf",), extra="export", uses_model=True),

@@ -448,8 +448,8 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
 
     def fit(trainer) -> dict[str, Any]:
         # .get: under torchrun only rank 0 is sure to hold the gathered loss, and only rank 0 writes it down.
-        before = trainer.evaluate().get("eval_loss") if evaluate and not resume else None
         checkpoint = _last_checkpoint(run) if resume else None
+        before = trainer.evaluate().get("eval_loss") if evaluate and not checkpoint else None
         resumed_at = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
         output = trainer.train(resume_from_checkpoint=checkpoint)
         training_seconds = _training_seconds(trainer, output, resumed_at)  # before a final evaluate() adds to the log
@@ -472,8 +472,16 @@ def sft(kit: SubjectKit, workspace: Workspace, role: str, settings: TrainConfig,
 
 
 def _last_checkpoint(run: Path) -> str | None:
-    found = sorted((run / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    return str(found[-1]) if found else None
+    """The newest complete checkpoint of `run`. Trainer writes trainer_state.json last, so a checkpoint whose state is
+    missing or cut short was being saved when the process died (kill -9, power): resuming from it would fail."""
+    def complete(folder: Path) -> bool:
+        try:
+            return isinstance(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError):
+            return False
+
+    found = [p for p in (run / CHECKPOINTS).glob("checkpoint-*") if p.name.rsplit("-", 1)[1].isdigit() and complete(p)]
+    return str(max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if found else None
 
 
 def _training_seconds(trainer, output, resumed_at: dict) -> float:
