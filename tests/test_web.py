@@ -321,3 +321,44 @@ def test_phone_width_never_scrolls_sideways(page, server, tmp_path):
     assert page.execute_script("return document.getElementById('log').scrollWidth") <= 375 + 1
     page.execute_script("document.querySelector('#log .reply').scrollIntoView()")
     shoot(page, tmp_path, "phone")
+
+
+def test_the_knowledge_base_switch_is_off_without_one_and_its_sources_are_listed_when_on(page, server):
+    """The page's "Use the knowledge base" switch: disabled while the subject has none; once built, on sends rag (the reply
+    lists the sources it was given), off sends rag: false (none listed)."""
+    from tutor.kb import KnowledgeBase
+    from tutor.registry import get_subject
+
+    backend, _ = server
+    choose(page, "mode", "answer")
+    assert not page.find_element(By.ID, "rag").is_enabled() and "kb build" in page.find_element(By.ID, "rag").find_element(
+        By.XPATH, "..").get_attribute("title")
+    base = KnowledgeBase(backend.workspace, "physics", lambda _: None)
+    try:
+        base.build(get_subject("physics"))
+        page.refresh()
+        wait(page).until(lambda d: d.find_element(By.ID, "rag").is_enabled())
+        for on in (True, False):
+            choose(page, "mode", "answer")
+            choose(page, "question", "")
+            if page.find_element(By.ID, "rag").is_selected() != on:
+                page.find_element(By.ID, "rag").click()
+            text = page.find_element(By.ID, "text")
+            text.clear()
+            text.send_keys("State the principle of moments.")
+            turns = len(page.find_elements(By.CSS_SELECTOR, "#log .turn"))
+            page.find_element(By.ID, "send").click()
+            wait(page).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .turn")) > turns
+                             and d.find_element(By.ID, "stop").get_property("disabled"))
+            entry = page.execute_script("return JSON.parse(localStorage.getItem('tutor.history')).at(-1)")
+            assert not entry.get("error"), entry
+            sources = entry["result"].get("sources") or []
+            if on:
+                assert "notes: mechanics.md" in sources, sources  # the moments section of the mechanics notes
+                listed = last_reply(page).find_element(By.XPATH, "..").text.split("Sources: ", 1)[1]
+                assert "[notes: mechanics.md]" in listed.splitlines()[0]
+            else:
+                assert sources == [] and "Sources:" not in last_reply(page).find_element(By.XPATH, "..").text
+        assert not severe(page)
+    finally:
+        shutil.rmtree(base.folder, ignore_errors=True)

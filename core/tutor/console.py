@@ -24,16 +24,23 @@ def table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
 
 
 class progress:
-    """A progress bar on stderr when it is a terminal; silent in pipes and CI logs.
+    """A progress bar on stderr when it is a terminal; in a pipe or a CI log, a plain line every minute instead.
 
     `with progress(total, label) as advance:` gives a function that moves the
     bar: advance() by one, or advance(completed=n, total=m, **fields) to set
     it. `extra` is a rich column template over those fields, shown beside the
     count (the teach stage shows tokens and cost there).
+    Without a terminal a bar is invisible, and an hour of training or
+    evaluating in `tutor run > log` would look like a hang: so a heartbeat
+    line says how far the work is every HEARTBEAT seconds, and how long it
+    took when it ends. Work shorter than that prints nothing.
     """
+
+    HEARTBEAT = 60.0  # seconds between plain lines when stderr is not a terminal
 
     def __init__(self, total: int | None, label: str, extra: str | None = None, **fields):
         self.total, self.label, self.extra, self.fields = total, label, extra, fields
+        self.heartbeat: _Heartbeat | None = None
 
     def __enter__(self) -> Callable[..., None]:
         from rich.console import Console
@@ -45,17 +52,62 @@ class progress:
         self.bar = Progress(*columns, console=console, disable=not console.is_terminal)
         self.bar.__enter__()
         task = self.bar.add_task(self.label, total=self.total, **self.fields)
+        if not console.is_terminal:
+            self.heartbeat = _Heartbeat(self.label, self.total, self.HEARTBEAT)
 
         def advance(*_, **update) -> None:
             if update:
                 self.bar.update(task, **update)
             else:
                 self.bar.advance(task)
+            if self.heartbeat is not None:
+                self.heartbeat.move(**update)
 
         return advance
 
     def __exit__(self, *exc):
+        if self.heartbeat is not None:
+            self.heartbeat.stop(failed=exc[0] is not None)
         return self.bar.__exit__(*exc)
+
+
+class _Heartbeat:
+    """The plain-text stand-in for a bar: a daemon thread that says how far the work is, every `every` seconds."""
+
+    def __init__(self, label: str, total: int | None, every: float):
+        import threading
+        import time
+
+        self.label, self.total, self.every, self.done = label, total, every, 0
+        self.clock = time.monotonic
+        self.started = self.clock()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._beat, name=f"heartbeat: {label}", daemon=True).start()
+
+    def move(self, completed: int | None = None, total: int | None = None, **_) -> None:
+        self.done = completed if completed is not None else self.done + 1
+        self.total = total if total is not None else self.total
+
+    def _where(self) -> str:
+        elapsed = _duration(self.clock() - self.started)
+        if not self.total:
+            return f"{self.done} done, {elapsed}" if self.done else f"at work, {elapsed}"
+        return f"{self.done}/{self.total} ({100 * self.done // self.total}%), {elapsed}"
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.every):
+            say(f"{self.label}: {self._where()}")
+
+    def stop(self, failed: bool) -> None:
+        self.stopped.set()
+        if self.clock() - self.started >= self.every:
+            where = self._where() if self.total or self.done else _duration(self.clock() - self.started)
+            say(f"{self.label}: {'stopped' if failed else 'done'}, {where}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 class cost_progress:

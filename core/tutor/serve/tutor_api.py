@@ -175,7 +175,7 @@ def add_routes(app, backend, settings, gate) -> None:
 
         tutor = tutor_for(subject)
         kit = tutor.kit
-        return {"name": kit.name, "topics": list(kit.subject.topics),
+        return {"name": kit.name, "topics": list(kit.subject.topics), "knowledge_base": tutor.knowledge_base().exists(),
                 "types": [{"id": t.id, "name": t.name} for t in kit.types.values()],
                 "questions": [{"id": q.id, "type": q.type, "topic": q.topic, "marks": q.marks, "text": question_text(q)}
                               for q in tutor.bank.questions]}

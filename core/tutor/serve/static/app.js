@@ -409,6 +409,9 @@ async function loadSubject() {
     questions = info.questions ?? [];
     options($('type'), (info.types ?? []).map((t) => [t.id, t.name ?? t.id]));
     options($('topic'), (info.topics ?? []).map((t) => [t, t]), '(any topic)');
+    $('rag').disabled = !info.knowledge_base;
+    $('rag').parentElement.title = info.knowledge_base ? "Put the subject's notes and worked examples into the prompt"
+      : `No knowledge base for ${subject}: tutor --subject ${subject} kb build`;
     status('');
   } catch (err) {
     status(`${subject}: ${err.message}`, true);
@@ -442,17 +445,23 @@ function parseResults(text) {  // plan rows: CSV `question_id,marks,out_of` or J
   });
 }
 
+/** The knowledge-base switch, sent only where the subject has one (elsewhere the server's default, off, holds). */
+function rag() {
+  return $('rag').disabled ? {} : { rag: $('rag').checked };
+}
+
 /** What to send for the form's mode, and how to show it in the log. */
 function request() {
   const subject = $('subject').value, mode = $('mode').value, text = $('text').value.trim();
   const picked = questions.find((q) => q.id === $('question').value);
   if (mode === 'answer' || mode === 'explain') {
     if (!picked && !text) throw new Error('Type a question or pick one.');
-    return { ask: picked ? picked.text : text, body: { subject, ...(picked ? { question_id: picked.id } : { text }), diagrams: $('diagrams').checked } };
+    return { ask: picked ? picked.text : text,
+             body: { subject, ...(picked ? { question_id: picked.id } : { text }), diagrams: $('diagrams').checked, ...rag() } };
   }
   if (mode === 'mark') {
     if (!picked || !text) throw new Error('Pick a question and type the answer to mark.');
-    return { ask: `${picked.text.slice(0, 120)} — answer: ${text}`, body: { subject, question_id: picked.id, answer: text } };
+    return { ask: `${picked.text.slice(0, 120)} — answer: ${text}`, body: { subject, question_id: picked.id, answer: text, ...rag() } };
   }
   if (mode === 'set') {
     const topic = $('topic').value;
