@@ -332,3 +332,24 @@ def test_compare_rows_matches_models_by_label_and_the_tuned_ones(summary):
     assert by_key["mark-points", "tuned (tuned / tuned-2)"][4] == "-0.17"  # 9/24 - 13/24
     assert by_key[LOSS, "tuned (tuned / tuned-2)"][4] == "+1.000"
     assert ("mark-points", "tuned") not in by_key  # run B has no model labelled 'tuned'
+
+
+def test_each_model_with_the_knowledge_base_is_compared_with_itself_without_it(tmp_path):
+    """`eval --rag` / [eval] rag: NAME +rag is paired with NAME on the same items; the headline stays base -> the adapter."""
+    pytest.importorskip("matplotlib")
+    swapped = {"base +rag": "tuned", "tuned +rag": "base"}  # base gains 4 marks in 24 with retrieval, tuned loses them
+    results = [r for model in ("base", "tuned") for r in (bank_item(model, i) for i in range(6))]
+    results += [bank_item(source, i).model_copy(update={"model": label}) for label, source in swapped.items() for i in range(6)]
+    info = {**INFO, "models": [{**INFO["models"][0]}, {**INFO["models"][0], "label": "base +rag"}, {**INFO["models"][1]},
+                               {**INFO["models"][1], "label": "tuned +rag"}]}
+    summary = report.write_report(tmp_path, info, results, iters=ITERS)
+    assert summary["headline"].startswith("mark-points: base -> tuned 0.38 -> 0.54 (+0.17")  # not base -> base +rag
+    paired = summary["metrics"]["mark-points"]["vs_without_rag"]
+    assert paired["base +rag"]["delta"] == pytest.approx(4 / 24) and paired["tuned +rag"]["delta"] == pytest.approx(-4 / 24)
+    assert paired["tuned +rag"]["n"] == 6
+    assert summary["rag"] == [line for line in summary["rag"] if line.startswith("mark-points: ")] and len(summary["rag"]) == 2
+    assert summary["rag"][0].startswith("mark-points: base without -> with the knowledge base 0.38 -> 0.54 (+0.17, 95% CI [")
+    assert summary["rag"][1].startswith("mark-points: tuned without -> with the knowledge base 0.54 -> 0.38 (-0.17, 95% CI [")
+    text = (tmp_path / "report.md").read_text()
+    assert "## With and without the knowledge base" in text and "| `mark-points` | tuned | 0.54" in text
+    assert report.summarise(INFO, hand_made(), iters=ITERS)["rag"] == []  # no +rag model: no lines

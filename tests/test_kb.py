@@ -264,6 +264,7 @@ def test_eval_rag_pairs_each_adapter_with_and_without_the_knowledge_base(own, ti
     assert all('<material source="' in r["prompt"][-1]["content"] for r in with_rag)
     assert not any("<material" in r["prompt"][-1]["content"] for r in without)
     assert labels[1] in summary["headline"] or labels[1] in json.dumps(summary["metrics"])  # compared with the first, paired
+    assert summary["rag"][0].startswith(f"mark-points: {labels[0]} without -> with the knowledge base ") and summary["rag"][0] in out
 
 
 def test_a_chroma_server_is_one_setting_away(tmp_path):

@@ -148,6 +148,8 @@ def test_eval_rag_in_the_config_adds_the_adapter_with_the_knowledge_base_paired(
     summary = json.loads((copy_of_done / record["eval"]["outputs"]["run"] / "summary.json").read_text())
     labels = [m["label"] for m in summary["models"]]
     assert labels[0] == "base" and labels[2] == f"{labels[1]} +rag"
+    assert summary["rag"][0].startswith(f"mark-points: {labels[1]} without -> with the knowledge base ")  # paired with itself
+    assert f"eval: {summary['rag'][0]}" in out and summary["headline"].startswith(f"mark-points: base -> {labels[1]} ")
 
 
 

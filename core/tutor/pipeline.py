@@ -527,7 +527,8 @@ def eval_run(ctx: Context) -> Done:
     options = Options(split=cfg.split, models=models, limit=cfg.limit, judge=cfg.judge,
                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     folder, summary = evaluate(ctx.kit, ctx.workspace, options, say=ctx.say)
-    return Done({"headline": summary["headline"], "report": str(folder / "report.md")}, {"run": _stored(ctx, folder)})
+    rag = {"with the knowledge base": summary["rag"][0]} if summary.get("rag") else {}
+    return Done({"headline": summary["headline"], **rag, "report": str(folder / "report.md")}, {"run": _stored(ctx, folder)})
 
 
 def eval_missing(ctx: Context, outputs: dict) -> str | None:
@@ -960,7 +961,8 @@ def showcase(workspace: Workspace, subject: str, width: int = 700) -> list[str]:
         lines += [f"held-out question {item[:12]} ({q.type}, {marks}; never trained on):", _indent(question_text(q), width), "",
                   f"base model ({base}):", _indent(replies[item][base], width), "", f"tuned adapter ({tuned}):",
                   _indent(replies[item][tuned], width), ""]
-    return lines + [f"eval: {summary['headline']}", f"report: {folder / 'report.md'}"]
+    rag = [f"eval: {line}" for line in summary.get("rag", [])]
+    return lines + [f"eval: {summary['headline']}", *rag, f"report: {folder / 'report.md'}"]
 
 
 def _indent(text: str, width: int) -> str:

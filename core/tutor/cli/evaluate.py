@@ -77,6 +77,8 @@ def eval_(ctx, models, adapters, with_base, split, bank_path, mcq, shots, dev, t
     folder, summary = evaluate(kit, state.workspace, options, say=say)
     table(*report.show_rows(summary))
     click.echo(f"\n{summary['headline']}")
+    for line in summary.get("rag", []):
+        click.echo(line)
     click.echo(f"report: {folder / 'report.md'}")
     if gate and (reasons := report.gate(summary)):
         for reason in reasons:
@@ -100,6 +102,8 @@ def show(state, run):
     click.echo(f"{folder}")
     table(*report.show_rows(summary))
     click.echo(f"\n{summary['headline']}")
+    for line in summary.get("rag", []):
+        click.echo(line)
 
 
 @eval_.command("compare")

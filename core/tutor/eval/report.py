@@ -79,12 +79,38 @@ def summarise(info: dict[str, Any], results: list[ItemResult], iters: int = stat
             "models": _estimates(metric, binary, values, labels, iters),
             "vs_baseline": {label: comparison for label in labels if label != baseline and label in values and baseline in values
                             and (comparison := _compare(metric, binary, values[baseline], values[label], iters))},
+            # NAME +rag against NAME itself, on the same items: what retrieval adds to that one model
+            "vs_without_rag": {label: comparison for label, twin in _rag_twins(labels).items() if label in values and twin in values
+                               and (comparison := _compare(metric, binary, values[twin], values[label], iters))},
             "by": {field: _breakdown(results, field, metric, binary, labels, iters) for field in GROUPS},
         }
     summary = {**info, "baseline": baseline, "metrics": metrics}
     summary["gate"] = gate(summary)
     summary["headline"] = headline(summary)
+    summary["rag"] = rag_lines(summary)
     return summary
+
+
+RAG = " +rag"  # the label suffix of a model evaluated with the knowledge base (lineup.py)
+
+
+def _rag_twins(labels: list[str]) -> dict[str, str]:
+    """Each `NAME +rag` label whose NAME is in the run too -> NAME."""
+    return {label: label.removesuffix(RAG) for label in labels if label.endswith(RAG) and label.removesuffix(RAG) in labels}
+
+
+def rag_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per model evaluated with and without the knowledge base: the headline's metric, without -> with, paired."""
+    metrics = summary["metrics"]
+    metric = next((m for m in HEADLINE if m in metrics), next(iter(metrics), None))
+    if metric is None:
+        return []
+    entry = metrics[metric]
+    lines = []
+    for label in entry.get("vs_without_rag", {}):
+        twin = label.removesuffix(RAG)
+        lines.append(f"{metric}: {twin} without -> with the knowledge base {_change(metric, entry, label, twin, 'vs_without_rag')}")
+    return lines
 
 
 def _metrics(results: list[ItemResult]) -> list[str]:
@@ -184,9 +210,9 @@ def headline(summary: dict[str, Any]) -> str:
     return f"{metric}: {label} {_estimate_text(metric, estimate)}"
 
 
-def _change(metric: str, entry: dict[str, Any], label: str, baseline: str) -> str:
+def _change(metric: str, entry: dict[str, Any], label: str, baseline: str, against: str = "vs_baseline") -> str:
     """'0.41 -> 0.55 (+0.14, 95% CI [-0.02, +0.30], p=0.090, no significant difference, 7 items)'."""
-    c = entry["vs_baseline"][label]
+    c = entry[against][label]
     before, after = entry["models"][baseline]["value"], entry["models"][label]["value"]
     return (f"{_number(metric, before)} -> {_number(metric, after)} ({_signed(metric, c['delta'])}, "
             f"95% CI [{_signed(metric, c['lo'])}, {_signed(metric, c['hi'])}], {_p(c['p'])}, {c['verdict']}, {c['n']} items)")
@@ -214,6 +240,9 @@ def render(summary: dict[str, Any], results: list[ItemResult], plots: dict[str, 
     if few := _few_items_note(summary):
         lines += [few, ""]
     lines += ["## All items", "", *_main_table(summary, labels), ""]
+    if any(entry.get("vs_without_rag") for entry in summary["metrics"].values()):
+        lines += ["## With and without the knowledge base", "", "Each model against itself without retrieval, on the same items.", "",
+                  *_rag_table(summary), ""]
     for field in GROUPS:
         groups = {g for entry in summary["metrics"].values() for g in entry["by"][field]}
         if groups and (field != "set" or len(groups) > 1):
@@ -269,6 +298,16 @@ def _few_items_note(summary: dict[str, Any]) -> str:
 def _half_width(n: int) -> float:
     lo, hi = stats.wilson(n // 2, n)
     return (hi - lo) / 2
+
+
+def _rag_table(summary: dict[str, Any]) -> list[str]:
+    rows = []
+    for metric, entry in summary["metrics"].items():
+        for label, comparison in entry.get("vs_without_rag", {}).items():
+            twin = label.removesuffix(RAG)
+            rows.append([f"`{metric}`", twin, _estimate_text(metric, entry["models"][twin]), _estimate_text(metric, entry["models"][label]),
+                         _delta_text(metric, comparison, markdown=True)])
+    return _markdown_table(["metric", "model", "without", "with the knowledge base", "difference"], rows)
 
 
 def _main_table(summary: dict[str, Any], labels: list[str]) -> list[str]:
@@ -549,8 +588,10 @@ def _summary_labels(summary: dict[str, Any]) -> list[str]:
 
 
 def _tuned(summary: dict[str, Any]) -> str | None:
-    """The first model that is not the baseline: the one the headline, the wins and `compare`'s 'tuned' are about."""
-    return next((label for label in _summary_labels(summary) if label != summary["baseline"]), None)
+    """The first model that is not the baseline, nor the baseline with the knowledge base: the one the headline, the wins
+    and `compare`'s 'tuned' are about (so `--models base,base+rag,latest` still heads with base -> latest)."""
+    others = [label for label in _summary_labels(summary) if label != summary["baseline"]]
+    return next((label for label in others if label != summary["baseline"] + RAG), next(iter(others), None))
 
 
 def _model_lines(summary: dict[str, Any]) -> list[str]:
