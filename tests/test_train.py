@@ -428,6 +428,10 @@ def test_ask_without_an_adapter_says_how_to_get_one(tmp_path, tiny_model):
     (tmp_path / "tutor.toml").write_text(f'[model]\nbase = "{tiny_model}"\n', encoding="utf-8")
     code, out = invoke("--subject", "chemistry", "ask", "What is a mole?", workspace=tmp_path)
     assert code == 1 and "chemistry has no trained answer adapter yet: run `tutor --subject chemistry train --role answer`" in out
+    # The hint's way round works as written (it once named a --model option that no command has).
+    flag = out.split("use the base model alone: ", 1)[1].split(",", 1)[0]
+    code, out = invoke("--subject", "chemistry", "ask", flag, "--max-new-tokens", "4", "What is a mole?", workspace=tmp_path)
+    assert code == 0, out
 
 
 # --- two processes -----------------------------------------------------------------------------

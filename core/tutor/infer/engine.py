@@ -76,7 +76,7 @@ class LocalEngine:
         folder = self.adapter_for(role)
         if folder is None and not self.base_only:
             raise TutorError(f"{self.subject} has no trained {role} adapter yet: run `tutor --subject {self.subject} train --role {role}` "
-                             f"(or use the base model alone: --model base, or the teacher: --via teacher)")
+                             f"(or use the base model alone: --base, or the teacher: --via teacher)")
         base = self.workspace.config().model.base
         if folder is not None:
             meta = runs.read_meta(folder)
