@@ -27,8 +27,8 @@ class progress:
     """A progress bar on stderr when it is a terminal; in a pipe or a CI log, a plain line every minute instead.
 
     `with progress(total, label) as advance:` gives a function that moves the
-    bar: advance() by one, or advance(completed=n, total=m, **fields) to set
-    it. `extra` is a rich column template over those fields, shown beside the
+    bar: advance() by one, advance(advance=n) by n, or advance(completed=n,
+    total=m, **fields) to set it. `extra` is a rich column template over those fields, shown beside the
     count (the teach stage shows tokens and cost there).
     Without a terminal a bar is invisible, and an hour of training or
     evaluating in `tutor run > log` would look like a hang: so a heartbeat
@@ -84,8 +84,14 @@ class _Heartbeat:
         self.stopped = threading.Event()
         threading.Thread(target=self._beat, name=f"heartbeat: {label}", daemon=True).start()
 
-    def move(self, completed: int | None = None, total: int | None = None, **_) -> None:
-        self.done = completed if completed is not None else self.done + 1
+    def move(self, completed: int | None = None, advance: int | None = None, total: int | None = None, **fields) -> None:
+        """As rich's update moves a bar: to `completed`, by `advance`, or by one when called bare (fields alone move nothing)."""
+        if completed is not None:
+            self.done = completed
+        elif advance is not None:
+            self.done += advance
+        elif not fields and total is None:
+            self.done += 1
         self.total = total if total is not None else self.total
 
     def _where(self) -> str:
