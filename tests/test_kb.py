@@ -145,6 +145,22 @@ def test_an_index_of_another_embedding_model_is_refused_until_rebuilt(own):
     assert code == 0 and len(re.findall(r"\[\d\] (?:notes|bank|doc): ", out)) == 2, out
 
 
+def test_a_keyword_index_cut_into_words_another_way_is_refused_until_built_again(own):
+    """An index from before stemming would be searched with stemmed words and quietly find less: refused, and `kb build`
+    (no --rebuild) makes the keyword index again without embedding anything again."""
+    root, base = own
+    manifest = base.folder / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in data.items() if k != "keywords"}))
+    code, out = invoke("--subject", "physics", "kb", "search", "charging", workspace=root)
+    assert code == 1 and "the keyword index" in out and "made by an older version of tutor" in out and "kb build`" in out, out
+    code, out = invoke("--subject", "physics", "kb", "build", workspace=root)
+    assert code == 0 and " 0 embedded" in out, out
+    code, out = invoke("--subject", "physics", "kb", "search", "why does a wire get warm when it is charging", "--mode", "bm25",
+                       "-k", "3", workspace=root)
+    assert code == 0 and "electricity" in out, out  # "charging" finds "charge" and "charged": stems, not exact words
+
+
 def test_a_damaged_index_is_a_clear_error_not_a_traceback(own):
     root, base = own
     for path in (base.folder / "chroma").rglob("*.sqlite3"):

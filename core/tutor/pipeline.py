@@ -580,7 +580,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("diagrams", "DIAGRAM markers -> requests; the teacher draws them; every diagram compiled", diagrams_inputs, diagrams_run,
           ("collect", "teach"), teach_check),
     Stage("kb", "the knowledge base: the notes, the bank's train split, your documents", kb_inputs, kb_run, ("collect", "teach"),
-          missing=kb_missing, needs=("chromadb", "bm25s"), extra="kb", uses_model=True),
+          missing=kb_missing, needs=("chromadb", "bm25s", "Stemmer"), extra="kb", uses_model=True),
     Stage("dataset", "chat datasets, split and leakage-checked", dataset_inputs, dataset_run, ("collect", "teach", "diagrams", "kb"),
           missing=dataset_missing, needs=("datasets", "transformers"), extra="train", uses_model=True),
     Stage("train", "LoRA SFT of each role's adapter", train_inputs, train_run, ("dataset",), train_check, adapters_missing,

@@ -123,10 +123,18 @@ class KnowledgeBase:
     def check_model(self) -> None:
         from .embed import MODEL_ID
 
-        built = self.manifest().get("embedding")
+        manifest = self.manifest()
+        built = manifest.get("embedding")
         if built != MODEL_ID:
             raise TutorError(f"the knowledge base in {self.folder} was built with the embedding model {built!r}, and this tutor embeds "
                              f"with {MODEL_ID!r}: its vectors cannot be compared; `tutor --subject {self.subject} kb build --rebuild`")
+
+    def check_keywords(self) -> None:
+        """Searching only: `build` makes the keyword index again every time, so it needs no such check."""
+        manifest = self.manifest()
+        if manifest.get("keywords") != KEYWORDS:  # queries would be cut into other words than the index was
+            raise TutorError(f"the keyword index in {self.folder} was made by an older version of tutor ({manifest.get('keywords')!r}, "
+                             f"now {KEYWORDS!r}): `tutor --subject {self.subject} kb build` makes it again (no text is embedded again)")
 
     # --- adding documents ------------------------------------------------------------
 
@@ -198,7 +206,8 @@ class KnowledgeBase:
         store.delete(sorted(gone))
         built.removed, built.chunks = len(gone), len(seen)
         _save_bm25(self.folder / "bm25", list(seen.values()))
-        manifest = {"embedding": MODEL_ID, "dimensions": DIMENSIONS, "chunks": built.chunks, "per_kind": built.per_kind,
+        manifest = {"embedding": MODEL_ID, "dimensions": DIMENSIONS, "keywords": KEYWORDS, "chunks": built.chunks,
+                    "per_kind": built.per_kind,
                     "built": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "store": self._where()}
         from ..jsonl import write_atomic
 
@@ -211,6 +220,7 @@ class KnowledgeBase:
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
         """The k best chunks for `query`: hybrid (RRF of both), dense (embeddings only) or bm25 (keywords only)."""
         self.check_model()
+        self.check_keywords()
         depth = max(k * 4, 20)
         rankings: dict[str, list[str]] = {}
         if mode in ("hybrid", "dense"):
@@ -258,6 +268,18 @@ class KnowledgeBase:
         return self._opened
 
 
+KEYWORDS = "bm25s, English stop words, Snowball English stems"  # how _tokens cuts text; the manifest records it
+
+
+def _tokens(texts: list[str]):
+    """Words for BM25: lower-cased, English stop words dropped, and stemmed, so "charging" finds "charge" and "reacts"
+    finds "reaction" (bench/kb.py: R@5 on questions in a student's own words 0.84 -> 0.86 for BM25, 0.86 -> 0.92 hybrid)."""
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+
+
 def _save_bm25(folder: Path, chunks: list[Chunk]) -> None:
     import bm25s
 
@@ -267,7 +289,7 @@ def _save_bm25(folder: Path, chunks: list[Chunk]) -> None:
     shutil.rmtree(staged, ignore_errors=True)
     retriever = bm25s.BM25()
     if chunks:
-        retriever.index(bm25s.tokenize([c.text for c in chunks], stopwords="en", show_progress=False), show_progress=False)
+        retriever.index(_tokens([c.text for c in chunks]), show_progress=False)
     retriever.save(str(staged))
     write_atomic(staged / "ids.json", json.dumps([c.id for c in chunks]))
     shutil.rmtree(folder, ignore_errors=True)
@@ -284,7 +306,7 @@ def _query_bm25(folder: Path, query: str, depth: int) -> list[str]:
         retriever = bm25s.BM25.load(str(folder))
     except (OSError, ValueError) as err:
         raise TutorError(f"{folder}: the keyword index is unreadable ({err}): `kb build --rebuild` makes it again") from None
-    tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
+    tokens = _tokens([query])
     if not tokens.vocab:
         return []
     results, scores = retriever.retrieve(tokens, k=min(depth, len(ids)), show_progress=False)
