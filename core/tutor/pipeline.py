@@ -353,7 +353,8 @@ def diagrams_run(ctx: Context) -> Done:
 
 def kb_inputs(ctx: Context) -> dict[str, Any]:
     from .bank import ANSWERS, QUESTIONS
-    from .kb import kb_dir
+    from .kb import KEYWORDS, kb_dir
+    from .kb.embed import MODEL_ID
 
     _, _, where = _bank(ctx)
     notes, docs = ctx.kit.subject.notes, kb_dir(ctx.workspace, ctx.kit.name) / "docs"
@@ -363,7 +364,7 @@ def kb_inputs(ctx: Context) -> dict[str, Any]:
     return {**{f"bank {name}": file_digest(where / name) for name in (QUESTIONS, ANSWERS)},
             "split": {k: getattr(config.train, k) for k in ("seed", "validation", "test")},
             "notes": folder_digest([notes]) if notes else None, "documents": folder_digest([docs]) if docs.is_dir() else None,
-            "kb config": config.kb.model_dump(mode="json"), "code": code_version(ctx.kit)}
+            "kb config": config.kb.model_dump(mode="json"), "index": [MODEL_ID, KEYWORDS], "code": code_version(ctx.kit)}
 
 
 def kb_run(ctx: Context) -> Done:
