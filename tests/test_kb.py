@@ -117,6 +117,23 @@ def test_unreadable_documents_are_one_line_each_and_the_rest_is_indexed(own, tmp
         list(read_document(docs / "x.docx", "doc"))
 
 
+def test_a_note_without_a_topic_or_with_one_the_subject_lacks_is_named_with_its_line(tmp_path):
+    from tutor.kb.documents import check_notes
+    from tutor.registry import get_subject
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "good.md").write_text("---\ntopic: waves\n---\n# Waves\n")
+    (notes / "typo.md").write_text("---\ntitle: Rivers\ntopic: river\n---\n# Rivers\n")
+    (notes / "bare.md").write_text("# No front matter at all\n")
+    found = check_notes(notes, ["waves", "rivers"])
+    assert found == [f"{notes / 'bare.md'}:1: no `topic:` in its front matter (---, topic: one of waves, rivers, ---)",
+                     f"{notes / 'typo.md'}:3: topic 'river' is not one of the subject's topics: waves, rivers"]
+    for name in ("physics", "economics", "chemistry"):  # the notes the three subjects ship
+        kit = get_subject(name)
+        assert kit.subject.notes is not None and check_notes(kit.subject.notes, list(kit.subject.topics)) == []
+
+
 def test_a_large_document_is_chunked_in_bounded_memory(tmp_path):
     import tracemalloc
 

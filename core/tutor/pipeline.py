@@ -375,6 +375,8 @@ def kb_run(ctx: Context) -> Done:
         built = base.build(ctx.kit, progress=advance)
     for line in built.problems:
         ctx.say(f"skipped: {line}")
+    for line in built.warnings:
+        ctx.say(f"warning: {line}")
     figures = {"chunks": built.chunks, **built.per_kind, "embedded": built.added, "removed": built.removed}
     return Done(figures, {"manifest": file_digest(base.folder / "manifest.json")})
 

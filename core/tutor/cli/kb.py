@@ -52,6 +52,8 @@ def _build(base, kit, rebuild: bool) -> None:
         built = base.build(kit, rebuild=rebuild, progress=advance)
     for line in built.problems:
         click.echo(f"skipped: {line}", err=True)
+    for line in built.warnings:
+        click.echo(f"warning: {line}", err=True)
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(built.per_kind.items()))
     click.echo(f"{built.chunks} chunks ({kinds}): {built.added} embedded, {built.removed} removed, "
                f"{len(built.problems)} documents skipped, in {built.seconds} s -> {base.folder}")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..console import say as _say
 from ..errors import TutorError
-from .documents import Chunk, bank_chunks, documents_in, each_document, notes_chunks
+from .documents import Chunk, bank_chunks, check_notes, documents_in, each_document, notes_chunks
 
 if TYPE_CHECKING:
     from ..registry import SubjectKit
@@ -52,7 +52,8 @@ class Built:
     chunks: int = 0
     added: int = 0
     removed: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # documents skipped, one line each
+    warnings: list[str] = field(default_factory=list)  # indexed, but something to fix (a note's topic)
     seconds: float = 0.0
     per_kind: dict[str, int] = field(default_factory=dict)
 
@@ -179,7 +180,7 @@ class KnowledgeBase:
         self.folder.mkdir(parents=True, exist_ok=True)
         store = self._store()
         have = store.ids()
-        built = Built()
+        built = Built(warnings=check_notes(kit.subject.notes, list(kit.subject.topics)))
         seen: dict[str, Chunk] = {}
         pending: list[Chunk] = []
 

@@ -195,6 +195,22 @@ def notes_chunks(notes: Path | None) -> Iterator[Chunk]:
         yield from read_document(path, f"notes: {path.name}", kind="notes")
 
 
+def check_notes(notes: Path | None, topics: list[str]) -> list[str]:
+    """file:line for each note whose front matter names no topic, or one the subject does not have: its chunks are
+    still indexed, but retrieval measured by topic (and a reader) cannot place them."""
+    found = []
+    for path in sorted(Path(notes).glob("*.md")) if notes is not None and Path(notes).is_dir() else []:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read(65536).splitlines()
+        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), 0) if lines[:1] == ["---"] else 0
+        at = next((i for i in range(1, end) if lines[i].partition(":")[0].strip() == "topic"), None)
+        if at is None:
+            found.append(f"{path}:1: no `topic:` in its front matter (---, topic: one of {', '.join(topics)}, ---)")
+        elif (topic := lines[at].partition(":")[2].strip().strip("\"'")) not in topics:
+            found.append(f"{path}:{at + 1}: topic {topic!r} is not one of the subject's topics: {', '.join(topics)}")
+    return found
+
+
 def bank_chunks(questions, answers) -> Iterator[Chunk]:
     """Worked examples: each question with its mark scheme and gold answer, cited as 'bank: <id prefix>'."""
     from ..answers import question_text
