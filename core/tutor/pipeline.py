@@ -413,11 +413,9 @@ def dataset_run(ctx: Context) -> Done:
     from . import dataset as ds
 
     config = ctx.workspace.config()
-    material = None
-    if config.train.rag:
-        from .kb import retriever
+    from .kb import retriever
 
-        material = retriever(ctx.kit, ctx.workspace, ctx.say)
+    material = retriever(ctx.kit, ctx.workspace, ctx.say) if config.train.rag else None
     built = ds.build_roles(ctx.kit, ctx.workspace, ds.ROLES, config.train, base=config.model.base, say=ctx.say, material=material)
     figures = {b.role: "/".join(str(len(b.splits[s])) for s in ("train", "validation", "test")) + " train/validation/test"
                for b in built}
@@ -518,12 +516,12 @@ def eval_inputs(ctx: Context) -> dict[str, Any]:
 
 def eval_run(ctx: Context) -> Done:
     from .eval.run import Options, evaluate
-    from .kb import MANIFEST, kb_dir
+    from .kb import KnowledgeBase
 
     cfg = ctx.workspace.config().eval
     models = ["base", _adapter_folder(ctx)]
     if cfg.rag:
-        if not (kb_dir(ctx.workspace, ctx.kit.name) / MANIFEST).is_file():
+        if not KnowledgeBase(ctx.workspace, ctx.kit.name, ctx.say).exists():
             raise TutorError("[eval] rag = true, but there is no knowledge base to retrieve from: ship notes/, "
                              f"`tutor --subject {ctx.kit.name} kb add FILE`, or set [eval] rag = false")
         models.append(f"{models[1]}+rag")

@@ -50,11 +50,9 @@ def dataset_build(state, role, bank_path, model_name, seed, validation, test, id
     except ValidationError as err:
         raise TutorError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
     roles = list(ds.ROLES) if role == "all" else [role]
-    material = None
-    if settings.rag:
-        from ..kb import retriever
+    from ..kb import retriever  # light: its heavy parts load on first search
 
-        material = retriever(kit, state.workspace, say)
+    material = retriever(kit, state.workspace, say) if settings.rag else None
     for built in ds.build_roles(kit, state.workspace, roles, settings, base=model_name or config.model.base, bank_path=bank_path,
                                 required=role != "all", say=say, material=material):
         name = built.role

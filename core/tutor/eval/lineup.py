@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import runs
 from ..errors import TutorError
+from .results import RAG_LABEL
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -54,14 +55,14 @@ def parse(spec: list[str], workspace: Workspace, subject: str, default_base: str
             want_base, base_rag = want_base or not rag, base_rag or rag
             continue
         entry = _latest(workspace, subject) if name == "latest" else _folder(Path(name), subject)
-        adapters.append(replace(entry, label=f"{entry.label} +rag", roles=("answer",), rag=True) if rag else entry)
+        adapters.append(replace(entry, label=f"{entry.label}{RAG_LABEL}", roles=("answer",), rag=True) if rag else entry)
     bases = list(dict.fromkeys(e.base for e in adapters))
     if len(bases) > 1 and (want_base or base_rag):
         raise TutorError(f"the adapters were trained on different base models ({', '.join(bases)}): 'base' would be ambiguous; "
                          "evaluate them in separate runs")
     base = bases[0] if bases else default_base
     lead = [Entry("base", base)] if want_base else []
-    return lead + ([Entry("base +rag", base, roles=("answer",), rag=True)] if base_rag else []) + _unique(adapters)
+    return lead + ([Entry(f"base{RAG_LABEL}", base, roles=("answer",), rag=True)] if base_rag else []) + _unique(adapters)
 
 
 def _latest(workspace: Workspace, subject: str) -> Entry:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import TutorError, UnknownName
 from ..jsonl import read_jsonl, write_atomic
 from . import stats
-from .results import DIAGRAM_COMPILES, JUDGE, LOSS, MCQ_LOGLIK, REPORT, RESULTS, RUN_INFO, SUMMARY, ItemResult
+from .results import DIAGRAM_COMPILES, JUDGE, LOSS, MCQ_LOGLIK, RAG_LABEL, REPORT, RESULTS, RUN_INFO, SUMMARY, ItemResult
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -91,12 +91,9 @@ def summarise(info: dict[str, Any], results: list[ItemResult], iters: int = stat
     return summary
 
 
-RAG = " +rag"  # the label suffix of a model evaluated with the knowledge base (lineup.py)
-
-
 def _rag_twins(labels: list[str]) -> dict[str, str]:
     """Each `NAME +rag` label whose NAME is in the run too -> NAME."""
-    return {label: label.removesuffix(RAG) for label in labels if label.endswith(RAG) and label.removesuffix(RAG) in labels}
+    return {label: twin for label in labels if label.endswith(RAG_LABEL) and (twin := label.removesuffix(RAG_LABEL)) in labels}
 
 
 def rag_lines(summary: dict[str, Any]) -> list[str]:
@@ -108,7 +105,7 @@ def rag_lines(summary: dict[str, Any]) -> list[str]:
     entry = metrics[metric]
     lines = []
     for label in entry.get("vs_without_rag", {}):
-        twin = label.removesuffix(RAG)
+        twin = label.removesuffix(RAG_LABEL)
         lines.append(f"{metric}: {twin} without -> with the knowledge base {_change(metric, entry, label, twin, 'vs_without_rag')}")
     return lines
 
@@ -304,7 +301,7 @@ def _rag_table(summary: dict[str, Any]) -> list[str]:
     rows = []
     for metric, entry in summary["metrics"].items():
         for label, comparison in entry.get("vs_without_rag", {}).items():
-            twin = label.removesuffix(RAG)
+            twin = label.removesuffix(RAG_LABEL)
             rows.append([f"`{metric}`", twin, _estimate_text(metric, entry["models"][twin]), _estimate_text(metric, entry["models"][label]),
                          _delta_text(metric, comparison, markdown=True)])
     return _markdown_table(["metric", "model", "without", "with the knowledge base", "difference"], rows)
@@ -591,7 +588,7 @@ def _tuned(summary: dict[str, Any]) -> str | None:
     """The first model that is not the baseline, nor the baseline with the knowledge base: the one the headline, the wins
     and `compare`'s 'tuned' are about (so `--models base,base+rag,latest` still heads with base -> latest)."""
     others = [label for label in _summary_labels(summary) if label != summary["baseline"]]
-    return next((label for label in others if label != summary["baseline"] + RAG), next(iter(others), None))
+    return next((label for label in others if label != summary["baseline"] + RAG_LABEL), next(iter(others), None))
 
 
 def _model_lines(summary: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ RUN_INFO = "run.json"  # what the run was asked to do: models, sets, options (wr
 # Metrics eval computes itself; every registered evaluator adds one more, named after it.
 MCQ_LOGLIK = "mcq-loglik"  # MCQ accuracy from the log-likelihood of ' A', ' B', ... (lm-evaluation-harness)
 DIAGRAM_COMPILES = "diagram-compiles"  # generated diagram code compiles at the first try
+RAG_LABEL = " +rag"  # a model label's suffix when it was evaluated with the knowledge base (NAME+rag)
 JUDGE = "judge"  # mark-scheme coverage as a model judge marks it (--judge teacher)
 LOSS = "loss"  # mean token NLL of the gold answer (teacher-forced); perplexity is exp(loss)
 

@@ -121,7 +121,9 @@ class KnowledgeBase:
         except (OSError, ValueError) as err:
             raise TutorError(f"{self.folder / MANIFEST}: unreadable ({err}): `kb build --rebuild` makes the index again") from None
 
-    def check_model(self) -> None:
+    def check_index(self, *, keywords: bool = True) -> None:
+        """Refuse an index this tutor cannot search: vectors of another embedding model, or (`keywords`) a keyword index
+        cut into words another way. `build` skips the second: it makes the keyword index again every time."""
         from .embed import MODEL_ID
 
         manifest = self.manifest()
@@ -129,11 +131,7 @@ class KnowledgeBase:
         if built != MODEL_ID:
             raise TutorError(f"the knowledge base in {self.folder} was built with the embedding model {built!r}, and this tutor embeds "
                              f"with {MODEL_ID!r}: its vectors cannot be compared; `tutor --subject {self.subject} kb build --rebuild`")
-
-    def check_keywords(self) -> None:
-        """Searching only: `build` makes the keyword index again every time, so it needs no such check."""
-        manifest = self.manifest()
-        if manifest.get("keywords") != KEYWORDS:  # queries would be cut into other words than the index was
+        if keywords and manifest.get("keywords") != KEYWORDS:  # queries would be cut into other words than the index was
             raise TutorError(f"the keyword index in {self.folder} was made by an older version of tutor ({manifest.get('keywords')!r}, "
                              f"now {KEYWORDS!r}): `tutor --subject {self.subject} kb build` makes it again (no text is embedded again)")
 
@@ -176,7 +174,7 @@ class KnowledgeBase:
                 target = self.folder / part
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         elif self.exists():
-            self.check_model()
+            self.check_index(keywords=False)
         self.folder.mkdir(parents=True, exist_ok=True)
         store = self._store()
         have = store.ids()
@@ -220,8 +218,7 @@ class KnowledgeBase:
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
         """The k best chunks for `query`: hybrid (RRF of both), dense (embeddings only) or bm25 (keywords only)."""
-        self.check_model()
-        self.check_keywords()
+        self.check_index()
         depth = max(k * 4, 20)
         rankings: dict[str, list[str]] = {}
         if mode in ("hybrid", "dense"):

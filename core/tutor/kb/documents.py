@@ -70,16 +70,21 @@ def paragraphs_of(lines: Iterable[str]) -> Iterator[tuple[list[str], str]]:
 
 def front_matter(path: Path) -> dict[str, str]:
     """`key: value` lines between the first two '---' lines of a Markdown file (the notes' topic)."""
-    found: dict[str, str] = {}
+    return {key: value for key, (value, _) in _front_matter_lines(path).items()}
+
+
+def _front_matter_lines(path: Path) -> dict[str, tuple[str, int]]:
+    """key -> (value, its line number) of the front matter; {} when the file has none."""
+    found: dict[str, tuple[str, int]] = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
         if handle.readline().strip() != "---":
             return found
-        for line in handle:
+        for number, line in enumerate(handle, 2):
             if line.strip() == "---":
                 break
             key, sep, value = line.partition(":")
             if sep:
-                found[key.strip()] = value.strip().strip("\"'")
+                found[key.strip()] = (value.strip().strip("\"'"), number)
     return found
 
 
@@ -200,14 +205,11 @@ def check_notes(notes: Path | None, topics: list[str]) -> list[str]:
     still indexed, but retrieval measured by topic (and a reader) cannot place them."""
     found = []
     for path in sorted(Path(notes).glob("*.md")) if notes is not None and Path(notes).is_dir() else []:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read(65536).splitlines()
-        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), 0) if lines[:1] == ["---"] else 0
-        at = next((i for i in range(1, end) if lines[i].partition(":")[0].strip() == "topic"), None)
-        if at is None:
+        topic, line = _front_matter_lines(path).get("topic", (None, 1))
+        if topic is None:
             found.append(f"{path}:1: no `topic:` in its front matter (---, topic: one of {', '.join(topics)}, ---)")
-        elif (topic := lines[at].partition(":")[2].strip().strip("\"'")) not in topics:
-            found.append(f"{path}:{at + 1}: topic {topic!r} is not one of the subject's topics: {', '.join(topics)}")
+        elif topic not in topics:
+            found.append(f"{path}:{line}: topic {topic!r} is not one of the subject's topics: {', '.join(topics)}")
     return found
 
 
